@@ -1,0 +1,1 @@
+"""rankexp: the control plane (Kopf operator) of online A/B experiments for ranking models."""

@@ -1,0 +1,60 @@
+"""Statistics for rankexp experiments: pure functions, no I/O.
+
+The control plane calls :func:`analyze` with a dict (or an
+:class:`AnalysisInput`) shaped like the ``rankexp analyze`` JSON input and gets
+the decision record back; :class:`InputError` names the bad field.
+"""
+
+from rankexp.analysis.decide import DECISIONS, Comparison, analyze, compare
+from rankexp.analysis.drift import ks_binned, psi
+from rankexp.analysis.models import (
+    METRICS,
+    AnalysisInput,
+    DriftConfig,
+    Histogram,
+    InputError,
+    VariantData,
+    parse_input,
+)
+from rankexp.analysis.power import (
+    design_effect,
+    power_at,
+    required_samples,
+    required_samples_per_variant,
+)
+from rankexp.analysis.sequential import (
+    cs_half_width,
+    mixing_variance,
+    msprt_log_lr,
+    msprt_p_value,
+)
+from rankexp.analysis.stats import fixed_test, holm, ratio_estimate, srm_test, welch_df
+
+__all__ = [
+    "DECISIONS",
+    "METRICS",
+    "AnalysisInput",
+    "Comparison",
+    "DriftConfig",
+    "Histogram",
+    "InputError",
+    "VariantData",
+    "analyze",
+    "compare",
+    "cs_half_width",
+    "design_effect",
+    "fixed_test",
+    "holm",
+    "ks_binned",
+    "mixing_variance",
+    "msprt_log_lr",
+    "msprt_p_value",
+    "parse_input",
+    "power_at",
+    "psi",
+    "ratio_estimate",
+    "required_samples",
+    "required_samples_per_variant",
+    "srm_test",
+    "welch_df",
+]

@@ -1,0 +1,222 @@
+"""The analysis input: a pydantic model plus the cross-field checks.
+
+:func:`parse_input` is the one entry point; it raises :class:`InputError`
+whose message starts with the dotted path of the offending field
+(``variants.treatment.buckets.clicks[3]: ...``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+MetricName = Literal["ctr", "engagement_rate", "dwell_time"]
+
+#: metric -> (numerator bucket series, denominator bucket series, kind)
+METRICS: dict[str, tuple[str, str, str]] = {
+    "ctr": ("clicks", "impressions", "ratio"),
+    "engagement_rate": ("engagements", "impressions", "ratio"),
+    "dwell_time": ("dwell_seconds", "dwell_events", "mean"),
+}
+
+#: Guardrails every variant can report without extra fields.
+KNOWN_GUARDRAILS = ("latency_p95_ms", "error_rate")
+
+Count = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+class InputError(ValueError):
+    """Bad analysis input; ``field`` is the dotted path of the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+class Histogram(BaseModel):
+    """Per-bin counts (not cumulative) and the ``len(counts) + 1`` bin edges."""
+
+    model_config = ConfigDict(extra="forbid")
+    edges: list[Number] = Field(min_length=2)
+    counts: list[Count] = Field(min_length=1)
+
+
+class VariantData(BaseModel):
+    """Counters of one variant over the analysis window.
+
+    ``buckets`` maps a series (clicks, impressions, engagements, dwell_seconds,
+    dwell_events) to its per-user-bucket sums. Extra numeric fields are kept
+    and can be used as guardrails.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    exposures: Count | None = None
+    requests: Count | None = None
+    errors: Count | None = None
+    latency_p95_ms: Count | None = None
+    error_rate: Count | None = None
+    buckets: dict[str, list[Count]] = Field(default_factory=dict)
+    histograms: dict[str, Histogram] = Field(default_factory=dict)
+
+    def scalar(self, name: str) -> float | None:
+        """A guardrail value: a field, an extra field, or error_rate derived."""
+        if name == "error_rate" and self.error_rate is None:
+            if self.requests is None or self.errors is None or self.requests <= 0:
+                return None
+            return self.errors / self.requests
+        value = getattr(self, name, None)
+        if value is None and self.model_extra:
+            value = self.model_extra.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value)
+
+
+class DriftConfig(BaseModel):
+    """Drift thresholds: flagged when PSI > ``psi`` or KS p < ``ks_p_value``.
+
+    ``action``: ``block`` (drift only blocks promotion) or ``rollback``.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+    psi: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.2
+    ks_p_value: Annotated[float, Field(ge=0, le=1)] = 0.05
+    action: Literal["block", "rollback"] = "block"
+
+
+class AnalysisInput(BaseModel):
+    """One analysis request, shaped like the Experiment's ``spec.analysis``
+    plus the counters read from Prometheus."""
+
+    model_config = ConfigDict(extra="ignore")
+    control: str = "control"
+    method: Literal["sequential", "fixed"] = "sequential"
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    primary_metric: MetricName = "ctr"
+    secondary_metrics: list[MetricName] | None = None
+    weights: dict[str, Count]
+    guardrails: dict[str, Count] = Field(default_factory=dict)
+    min_samples_per_variant: Count = 1000
+    srm_p_value: Annotated[float, Field(ge=0, lt=1)] = 0.001
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    mde: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.05
+    elapsed_seconds: Count | None = None
+    max_duration_seconds: Count | None = None
+    variants: dict[str, VariantData]
+
+    @field_validator("guardrails", mode="before")
+    @classmethod
+    def _guardrail_list(cls, value: Any) -> Any:
+        # The CRD spells guardrails as [{metric, max}]; accept both forms.
+        if isinstance(value, list):
+            out: dict[str, Any] = {}
+            for i, item in enumerate(value):
+                if not isinstance(item, Mapping) or "metric" not in item or "max" not in item:
+                    raise ValueError(f"item {i} must be {{metric, max}}")
+                out[str(item["metric"])] = item["max"]
+            return out
+        return value
+
+    def secondaries(self) -> list[str]:
+        """Secondary metrics: as given, else every other metric with data."""
+        if self.secondary_metrics is not None:
+            return [m for m in dict.fromkeys(self.secondary_metrics) if m != self.primary_metric]
+        out = []
+        for name, (num, den, _) in METRICS.items():
+            if name == self.primary_metric:
+                continue
+            if all(num in v.buckets and den in v.buckets for v in self.variants.values()):
+                out.append(name)
+        return out
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def parse_input(payload: Mapping[str, Any] | AnalysisInput) -> AnalysisInput:
+    """Validate ``payload`` (a dict shaped like the CLI's JSON, or a model)."""
+    if isinstance(payload, AnalysisInput):
+        model = payload
+    else:
+        if not isinstance(payload, Mapping):
+            raise InputError("", "input must be a JSON object")
+        try:
+            model = AnalysisInput.model_validate(dict(payload))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            raise InputError(_loc(tuple(err["loc"])), msg + extra) from None
+    _check(model)
+    return model
+
+
+def _check(m: AnalysisInput) -> None:
+    if m.control not in m.variants:
+        raise InputError("control", f"{m.control!r} is not one of the variants")
+    for name in m.weights:
+        if name not in m.variants:
+            raise InputError(f"variants.{name}", "missing (weights names this variant)")
+    for name in m.variants:
+        if name not in m.weights:
+            raise InputError(f"weights.{name}", "missing (every variant needs a weight)")
+    if len(m.variants) < 2:
+        raise InputError("variants", "needs the control and at least one treatment")
+    total = sum(m.weights.values())
+    if not math.isclose(total, 100.0, abs_tol=1e-6):
+        raise InputError("weights", f"must sum to 100, got {total:g}")
+    if m.weights[m.control] <= 0:
+        raise InputError(f"weights.{m.control}", "the control needs a positive weight")
+
+    length: int | None = None
+    first = ""
+    for vname, v in m.variants.items():
+        where = f"variants.{vname}"
+        if v.requests is not None and v.errors is not None and v.errors > v.requests:
+            raise InputError(f"{where}.errors", f"{v.errors:g} exceeds requests ({v.requests:g})")
+        for series, values in v.buckets.items():
+            if length is None:
+                length, first = len(values), f"{where}.buckets.{series}"
+                if length < 2:
+                    raise InputError(first, "needs at least 2 buckets")
+            elif len(values) != length:
+                raise InputError(
+                    f"{where}.buckets.{series}",
+                    f"has {len(values)} buckets, {first} has {length}",
+                )
+        for hname, h in v.histograms.items():
+            hwhere = f"{where}.histograms.{hname}"
+            if len(h.edges) != len(h.counts) + 1:
+                raise InputError(
+                    f"{hwhere}.edges",
+                    f"needs len(counts) + 1 = {len(h.counts) + 1} edges, got {len(h.edges)}",
+                )
+            if any(b <= a for a, b in zip(h.edges, h.edges[1:], strict=False)):
+                raise InputError(f"{hwhere}.edges", "must increase strictly")
+            ref = m.variants[m.control].histograms.get(hname)
+            if ref is not None and ref.edges != h.edges:
+                raise InputError(f"{hwhere}.edges", f"differ from variants.{m.control}'s")
+
+    for g in m.guardrails:
+        if g in KNOWN_GUARDRAILS:
+            continue
+        if not any(v.model_extra and g in v.model_extra for v in m.variants.values()):
+            raise InputError(f"guardrails.{g}", "unknown metric (no variant reports it)")
+        for vname, v in m.variants.items():
+            raw = (v.model_extra or {}).get(g)
+            if raw is not None and (
+                isinstance(raw, bool) or not isinstance(raw, int | float) or not raw >= 0
+            ):
+                raise InputError(f"variants.{vname}.{g}", "must be a non-negative number")

@@ -1,0 +1,118 @@
+"""`ranker`: train, evaluate and serve models (and, later, route and simulate)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ranker.train import train
+
+    meta = train(args.profile, Path(args.out), seed=args.seed, version=args.version)
+    m = meta["offline_metrics"]
+    sys.stdout.write(
+        f"trained {meta['version']} ({meta['description']}) in {meta['train_seconds']} s: "
+        f"AUC {m['auc']:.4f}  NDCG@10 {m['ndcg_at_10']:.4f} -> {args.out}\n"
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ranker.data import make_world
+    from ranker.model import ModelLoadError, load_model_dir
+    from ranker.train import expected_ctr
+
+    rows = []
+    worlds: dict[int, object] = {}
+    for uri in args.models:
+        try:
+            loaded = load_model_dir(uri)
+        except ModelLoadError as exc:
+            sys.stderr.write(f"ranker evaluate: {exc}\n")
+            return 2
+        seed = int(loaded.metadata.get("world_seed", 7))
+        world = worlds.setdefault(seed, make_world(seed))
+        m = loaded.metadata.get("offline_metrics", {})
+        rows.append(
+            {
+                "model": uri,
+                "version": loaded.version,
+                "auc": m.get("auc"),
+                "ndcg_at_10": m.get("ndcg_at_10"),
+                "expected_ctr_at_10": expected_ctr(loaded, world),  # type: ignore[arg-type]
+            }
+        )
+    if args.json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return 0
+    sys.stdout.write(f"{'model':<24} {'version':<8} {'AUC':>7} {'NDCG@10':>8} {'E[CTR@10]':>10}\n")
+    for r in rows:
+        sys.stdout.write(
+            f"{r['model']:<24} {r['version']:<8} {r['auc']:>7.4f} {r['ndcg_at_10']:>8.4f} "
+            f"{r['expected_ctr_at_10']:>10.4f}\n"
+        )
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ranker.service import RankerSettings, create_app
+
+    settings = RankerSettings(
+        model=args.model,
+        variant=args.variant,
+        scoring=args.scoring,
+        cache_size=args.cache_size,
+        torch_threads=args.torch_threads,
+    )
+    app = create_app(settings)
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+        timeout_graceful_shutdown=5,
+    )  # fmt: skip
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ranker", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a reference model into a versioned directory")
+    t.add_argument("--profile", choices=["v1", "v2"], default="v2")
+    t.add_argument("--out", required=True, help="model directory to write")
+    t.add_argument("--seed", type=int, default=7, help="ground-truth world seed")
+    t.add_argument("--version", default=None, help="model_version label (default: profile)")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="offline AUC/NDCG@10 and expected CTR per model")
+    e.add_argument("models", nargs="+", help="model directories")
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("serve", help="serve a model over HTTP")
+    s.add_argument("--model", required=True, help="model directory or file:// URI")
+    s.add_argument("--variant", default="default", help="variant label on every metric")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--scoring", choices=["fast", "naive"], default="fast")
+    s.add_argument("--cache-size", type=int, default=50_000)
+    s.add_argument("--torch-threads", type=int, default=1)
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(func=_cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    rc: int = args.func(args)
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

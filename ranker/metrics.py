@@ -1,0 +1,228 @@
+"""The ranker's Prometheus series, registered on an injected registry.
+
+Names and labels are the contract in DESIGN.md ("Metrics the ranker exposes");
+the control plane's PromQL depends on them, so change them only together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from ranker.hashing import N_ANALYSIS_BUCKETS
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
+SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # fixed on [0, 1]
+ITEM_AGE_BUCKETS = (1.0, 3.0, 6.0, 12.0, 24.0, 48.0, 72.0, 120.0, 168.0, 336.0, 720.0)
+FEATURE_BUCKETS = (
+    0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0,
+    50.0, 60.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0, 1000.0,
+)  # fmt: skip
+CATEGORY_COUNT_BUCKETS = tuple(float(i) for i in range(1, 13))
+ENTROPY_BUCKETS = tuple(round(0.25 * i, 2) for i in range(1, 16))
+DRIFT_FEATURES = ("age", "like_rate", "total_interactions")
+
+
+class BulkHistogram(Collector):
+    """A histogram that takes a whole array per call.
+
+    prometheus_client's Histogram costs a Python call per value; a ranked feed
+    has 50 of them, so the hot path bins them with numpy instead. Exposed in
+    the standard histogram format (_bucket with le, _sum, _count).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        label_names: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name = name
+        self._doc = documentation
+        self._label_names = list(label_names)
+        self._upper = np.asarray(buckets, dtype=np.float64)
+        self._children: dict[tuple[str, ...], tuple[npt.NDArray[np.int64], list[float]]] = {}
+        registry.register(self)
+
+    def child(self, *labels: str) -> BulkHistogramChild:
+        if labels not in self._children:
+            self._children[labels] = (np.zeros(len(self._upper) + 1, dtype=np.int64), [0.0])
+        counts, total = self._children[labels]
+        return BulkHistogramChild(self._upper, counts, total)
+
+    def describe(self) -> Iterable[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self._name, self._doc, labels=self._label_names)]
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        fam = HistogramMetricFamily(self._name, self._doc, labels=self._label_names)
+        for labels, (counts, total) in self._children.items():
+            cum = np.cumsum(counts)
+            buckets = [(_fmt(le), float(c)) for le, c in zip(self._upper, cum[:-1], strict=True)]
+            buckets.append(("+Inf", float(cum[-1])))
+            fam.add_metric(list(labels), buckets, total[0])
+        yield fam
+
+
+def _fmt(x: float) -> str:
+    return repr(float(x))
+
+
+class BulkHistogramChild:
+    __slots__ = ("_upper", "_counts", "_total")
+
+    def __init__(
+        self, upper: npt.NDArray[np.float64], counts: npt.NDArray[np.int64], total: list[float]
+    ) -> None:
+        self._upper = upper
+        self._counts = counts
+        self._total = total
+
+    def observe_many(self, values: npt.NDArray[np.floating]) -> None:
+        # le semantics: a value equal to a bound falls in that bucket
+        idx = np.searchsorted(self._upper, values, side="left")
+        self._counts += np.bincount(idx, minlength=len(self._counts))
+        self._total[0] += float(values.sum())
+
+
+class RankerMetrics:
+    """Every series the ranker owns, with children pre-bound for one variant."""
+
+    def __init__(self, registry: CollectorRegistry, variant: str) -> None:
+        self.registry = registry
+        self.variant = variant
+        v = variant
+        self.latency = Histogram(
+            "ranking_latency_seconds",
+            "Time to answer a /rank request",
+            ["variant", "model_version"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.requests = Counter(
+            "ranking_requests_total",
+            "HTTP requests by endpoint and status code",
+            ["variant", "model_version", "endpoint", "code"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "ranking_errors_total",
+            "Requests that failed on the server side (status >= 500)",
+            ["variant", "model_version", "endpoint"],
+            registry=registry,
+        )
+        per_bucket = ["variant", "bucket"]
+        self.impressions = Counter(
+            "ranking_impressions_total", "Items shown, by user bucket", per_bucket,
+            registry=registry,
+        )  # fmt: skip
+        self.clicks = Counter(
+            "ranking_clicks_total", "Click feedback, by user bucket", per_bucket,
+            registry=registry,
+        )  # fmt: skip
+        self.engagements = Counter(
+            "ranking_engagements_total", "Like feedback, by user bucket", per_bucket,
+            registry=registry,
+        )  # fmt: skip
+        self.dwell_seconds = Counter(
+            "ranking_dwell_seconds_total", "Seconds of dwell, by user bucket", per_bucket,
+            registry=registry,
+        )  # fmt: skip
+        self.dwell_events = Counter(
+            "ranking_dwell_events_total", "Dwell feedback events, by user bucket", per_bucket,
+            registry=registry,
+        )  # fmt: skip
+        self.score = BulkHistogram(
+            "ranking_score", "Model score of each item served", ["variant"], SCORE_BUCKETS,
+            registry,
+        )  # fmt: skip
+        self.feature_value = Histogram(
+            "ranking_feature_value",
+            "User feature values seen at request time (drift input)",
+            ["variant", "feature"],
+            buckets=FEATURE_BUCKETS,
+            registry=registry,
+        )
+        self.unique_categories = Histogram(
+            "ranking_unique_categories", "Distinct categories per feed", ["variant"],
+            buckets=CATEGORY_COUNT_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.category_entropy = Histogram(
+            "ranking_category_entropy", "Shannon entropy (bits) of a feed's categories",
+            ["variant"], buckets=ENTROPY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.item_age = BulkHistogram(
+            "ranking_item_age_hours", "Age of each item served", ["variant"], ITEM_AGE_BUCKETS,
+            registry,
+        )  # fmt: skip
+        self.coverage = Gauge(
+            "ranking_catalog_coverage",
+            "Share of the catalog served at least once since start",
+            ["variant"],
+            registry=registry,
+        )
+        self.cache_hits = Counter(
+            "ranking_cache_hits_total", "User-embedding cache hits", ["variant"],
+            registry=registry,
+        )  # fmt: skip
+        self.cache_requests = Counter(
+            "ranking_cache_requests_total", "User-embedding cache look-ups", ["variant"],
+            registry=registry,
+        )  # fmt: skip
+        self.model_auc = Gauge(
+            "model_auc", "Offline AUC of the loaded model", ["variant", "model_version"],
+            registry=registry,
+        )  # fmt: skip
+        self.model_ndcg = Gauge(
+            "model_ndcg", "Offline NDCG@10 of the loaded model", ["variant", "model_version"],
+            registry=registry,
+        )  # fmt: skip
+
+        # Pre-bind children so the hot path does no label look-ups, and so every
+        # bucket's series exists from the start (increase() needs a first sample).
+        def bind(c: Counter) -> list[Counter]:
+            return [c.labels(v, str(b)) for b in range(N_ANALYSIS_BUCKETS)]
+
+        self.impressions_by_bucket = bind(self.impressions)
+        self.clicks_by_bucket = bind(self.clicks)
+        self.engagements_by_bucket = bind(self.engagements)
+        self.dwell_seconds_by_bucket = bind(self.dwell_seconds)
+        self.dwell_events_by_bucket = bind(self.dwell_events)
+        self.score_child = self.score.child(v)
+        self.item_age_child = self.item_age.child(v)
+        self.features = {f: self.feature_value.labels(v, f) for f in DRIFT_FEATURES}
+        self.unique_categories_child = self.unique_categories.labels(v)
+        self.category_entropy_child = self.category_entropy.labels(v)
+        self.coverage_child = self.coverage.labels(v)
+        self.coverage_child.set(0.0)
+        self.cache_hits_child = self.cache_hits.labels(v)
+        self.cache_requests_child = self.cache_requests.labels(v)
+        self.model_version = "unknown"
+        self._request_children: dict[tuple[str, int], Counter] = {}
+
+    def set_model(self, version: str, auc: float | None, ndcg: float | None) -> None:
+        self.model_version = version
+        if auc is not None:
+            self.model_auc.labels(self.variant, version).set(auc)
+        if ndcg is not None:
+            self.model_ndcg.labels(self.variant, version).set(ndcg)
+
+    def count_request(self, endpoint: str, code: int, seconds: float | None) -> None:
+        key = (endpoint, code)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self.requests.labels(self.variant, self.model_version, endpoint, str(code))
+            self._request_children[key] = child
+        child.inc()
+        if code >= 500:
+            self.errors.labels(self.variant, self.model_version, endpoint).inc()
+        if seconds is not None:
+            self.latency.labels(self.variant, self.model_version).observe(seconds)
