@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from rankexp.localcluster import Process, free_ports, wait_for
+from rankexp.localprom import LocalPrometheus
 
 from ranker.model import METADATA_FILE
 
@@ -68,3 +69,13 @@ def start_ranker(tmp_path: Path) -> Iterator[StartRanker]:
     yield start
     for proc in reversed(started):
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus() -> Iterator[LocalPrometheus]:
+    """Debian's prometheus on 127.0.0.1, scraping jobs `ranker` and `router` every second.
+
+    Tests point it at their processes with ``set_targets``/``add_targets``.
+    """
+    with LocalPrometheus() as prom:
+        yield prom

@@ -80,7 +80,9 @@ def test_ranks_and_feedback_reach_the_metrics(start_ranker, model_dirs: dict[str
     assert 0 < _value(s, "model_ndcg", variant=v, model_version=mv) < 1
 
 
-def test_a_missing_model_keeps_the_process_alive_and_not_ready(start_ranker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_missing_model_keeps_the_process_alive_and_not_ready(
+    start_ranker, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     proc, url = start_ranker(tmp_path / "missing", "treatment", wait_ready=False)
     import time
 
