@@ -78,6 +78,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_route(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ranker.router import Router
+
+    router = Router(Path(args.config), timeout=args.timeout, poll_interval=args.poll_interval)
+    if router.table is None:
+        sys.stderr.write(f"ranker route: {router.load_error}\n")
+        return 2
+    uvicorn.run(
+        router, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+        lifespan="on", timeout_graceful_shutdown=5,
+    )  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ranker", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -104,6 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--torch-threads", type=int, default=1)
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=_cmd_serve)
+
+    r = sub.add_parser("route", help="the experiment's sticky router")
+    r.add_argument("--config", required=True, help="routing.json (the routing ConfigMap)")
+    r.add_argument("--host", default="127.0.0.1")
+    r.add_argument("--port", type=int, default=8080)
+    r.add_argument("--timeout", type=float, default=2.0, help="seconds per upstream try")
+    r.add_argument("--poll-interval", type=float, default=0.5, help="config file poll, seconds")
+    r.add_argument("--log-level", default="info")
+    r.set_defaults(func=_cmd_route)
     return p
 
 

@@ -79,3 +79,35 @@ def prometheus() -> Iterator[LocalPrometheus]:
     """
     with LocalPrometheus() as prom:
         yield prom
+
+
+StartRouter = Callable[..., tuple[Process, str, Path]]
+
+
+@pytest.fixture
+def start_router(tmp_path: Path) -> Iterator[StartRouter]:
+    """Start `ranker route` on 127.0.0.1 with a routing.json written from ``config``."""
+    started: list[Process] = []
+
+    def start(config: dict[str, object], port: int | None = None) -> tuple[Process, str, Path]:
+        import json
+
+        port = port or free_ports(1)[0]
+        cfg = tmp_path / f"routing-{port}.json"
+        cfg.write_text(json.dumps(config))
+        proc = Process(
+            f"router-{port}",
+            [sys.executable, "-m", "ranker.cli", "route", "--config", str(cfg),
+             "--host", "127.0.0.1", "--port", str(port), "--poll-interval", "0.2"],
+            log_path=tmp_path / f"router-{port}.log",
+        )  # fmt: skip
+        proc.start()
+        started.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: http_status(url + "/ready") == 200, timeout=30, what=url,
+                 processes=[proc])  # fmt: skip
+        return proc, url, cfg
+
+    yield start
+    for proc in reversed(started):
+        proc.stop()
