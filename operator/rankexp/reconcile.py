@@ -1,0 +1,449 @@
+"""Reconcile an Experiment: apply its children, delete removed ones, compute its status.
+
+Plain functions over a small :class:`ChildStore` protocol, so the logic runs against the
+real API server (:class:`KubeChildStore`, server-side apply) or an in-memory fake in unit
+tests. Nothing here writes the Experiment: the caller turns the returned :class:`Outcome`
+into ``patch.status`` and Kubernetes Events, and never touches ``spec``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, cast
+
+import kopf
+from pydantic import ValidationError
+
+from rankexp import conditions as cond
+from rankexp import resources as res
+from rankexp.api import ExperimentSpec
+
+FIELD_MANAGER = "rankexp-operator"
+CHILD_KINDS = ("Deployment", "Service", "ConfigMap")
+# Phases the analysis owns once reached; reconciling children does not undo them.
+FINAL_PHASES = ("Promoted", "RolledBack", "Inconclusive")
+
+
+class ChildStore(Protocol):
+    """The few API calls the reconciler needs, on plain dicts."""
+
+    def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]: ...
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def delete(self, kind: str, namespace: str, name: str) -> None: ...
+
+
+class KubeChildStore:
+    """ChildStore on the official kubernetes client; applies with server-side apply, so an
+    unchanged child is a no-op for the API server (its resourceVersion stays the same) and
+    fields the operator stops setting are removed."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self._api_client = api_client
+        self._core = client.CoreV1Api(api_client)
+        self._apps = client.AppsV1Api(api_client)
+
+    def _ops(self, kind: str) -> tuple[Any, Any, Any]:
+        if kind == "Deployment":
+            a = self._apps
+            return (
+                a.list_namespaced_deployment,
+                a.patch_namespaced_deployment,
+                a.delete_namespaced_deployment,
+            )
+        if kind == "Service":
+            c = self._core
+            return (
+                c.list_namespaced_service,
+                c.patch_namespaced_service,
+                c.delete_namespaced_service,
+            )
+        if kind == "ConfigMap":
+            c = self._core
+            return (
+                c.list_namespaced_config_map,
+                c.patch_namespaced_config_map,
+                c.delete_namespaced_config_map,
+            )
+        raise ValueError(f"unsupported child kind {kind}")
+
+    def _to_dict(self, obj: Any, kind: str, api_version: str) -> dict[str, Any]:
+        data: dict[str, Any] = self._api_client.sanitize_for_serialization(obj)
+        data.setdefault("kind", kind)
+        data.setdefault("apiVersion", api_version)
+        return data
+
+    def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        list_fn, _, _ = self._ops(kind)
+        api_version = "apps/v1" if kind == "Deployment" else "v1"
+        items = list_fn(namespace, label_selector=selector).items
+        return [self._to_dict(item, kind, api_version) for item in items]
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        _, patch_fn, _ = self._ops(obj["kind"])
+        meta = obj["metadata"]
+        result = patch_fn(
+            meta["name"],
+            meta["namespace"],
+            dict(obj),
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+        return self._to_dict(result, obj["kind"], obj["apiVersion"])
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        _, _, delete_fn = self._ops(kind)
+        try:
+            delete_fn(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass
+class Outcome:
+    """What one reconcile decided: the status to patch, events to post, an error to raise."""
+
+    status: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+    permanent_error: str | None = None
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+
+def _describe(keys: Iterable[tuple[str, str]]) -> str:
+    return ", ".join(f"{kind} {name}" for kind, name in keys)
+
+
+def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    refs = obj.get("metadata", {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid for ref in refs)
+
+
+def _weights_text(weights: Mapping[str, int]) -> str:
+    return ", ".join(f"{name}={weight}" for name, weight in weights.items())
+
+
+def _traffic_status(weights: Mapping[str, int]) -> list[dict[str, Any]]:
+    return [{"variant": name, "weight": weight} for name, weight in weights.items()]
+
+
+def _ready_replicas(deployment: Mapping[str, Any] | None) -> int:
+    if not deployment:
+        return 0
+    return int((deployment.get("status") or {}).get("readyReplicas") or 0)
+
+
+def readiness(
+    experiment: res.ExperimentRef,
+    spec: ExperimentSpec,
+    deployments: Mapping[str, Mapping[str, Any]],
+    previous_variants: Iterable[Mapping[str, Any]] = (),
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per-variant status entries (readyReplicas from the child Deployments, other fields
+    carried over from the previous status) and the names of components not yet ready."""
+    previous = {v.get("name"): dict(v) for v in previous_variants}
+    entries: list[dict[str, Any]] = []
+    waiting: list[str] = []
+    for variant in spec.variants:
+        name = res.variant_child_name(experiment.name, variant.name)
+        ready = _ready_replicas(deployments.get(name))
+        entry = {**previous.get(variant.name, {}), "name": variant.name, "readyReplicas": ready}
+        entries.append(entry)
+        if ready < variant.replicas:
+            waiting.append(f"{variant.name} {ready}/{variant.replicas}")
+    router_ready = _ready_replicas(deployments.get(res.router_name(experiment.name)))
+    if router_ready < 1:
+        waiting.append(f"router {router_ready}/1")
+    return entries, waiting
+
+
+def _phase(previous: str | None, all_ready: bool) -> str:
+    if previous in FINAL_PHASES:
+        return previous
+    return "Running" if all_ready else "Pending"
+
+
+def _readiness_conditions(
+    conditions: list[dict[str, Any]], waiting: list[str], generation: int | None, now: str
+) -> list[dict[str, Any]]:
+    if waiting:
+        conditions = cond.set_condition(
+            conditions,
+            cond.READY,
+            False,
+            "VariantsNotReady",
+            "waiting for ready replicas: " + ", ".join(waiting),
+            generation=generation,
+            now=now,
+        )
+        return cond.set_condition(
+            conditions,
+            cond.PROGRESSING,
+            True,
+            "WaitingForReplicas",
+            "children are applied; waiting for their pods to become ready",
+            generation=generation,
+            now=now,
+        )
+    conditions = cond.set_condition(
+        conditions,
+        cond.READY,
+        True,
+        "AllVariantsReady",
+        "every variant and the router have ready replicas",
+        generation=generation,
+        now=now,
+    )
+    return cond.set_condition(
+        conditions,
+        cond.PROGRESSING,
+        False,
+        "RolloutComplete",
+        "children match the spec and are ready",
+        generation=generation,
+        now=now,
+    )
+
+
+def _failed(
+    status: dict[str, Any],
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: str,
+) -> Outcome:
+    conditions = list(status.get("conditions") or [])
+    previous = cond.find(conditions, cond.DEGRADED) or {}
+    # Once per generation: a restart that resumes a failed Experiment posts nothing new.
+    already_reported = (
+        previous.get("status") == "True"
+        and previous.get("reason") == reason
+        and previous.get("observedGeneration") == generation
+    )
+    conditions = cond.set_condition(
+        conditions, cond.DEGRADED, True, reason, message, generation=generation, now=now
+    )
+    conditions = cond.set_condition(
+        conditions,
+        cond.PROGRESSING,
+        False,
+        reason,
+        "not progressing until the spec is fixed",
+        generation=generation,
+        now=now,
+    )
+    if cond.find(conditions, cond.READY) is None:
+        conditions = cond.set_condition(
+            conditions, cond.READY, False, reason, message, generation=generation, now=now
+        )
+    new_status = {
+        "observedGeneration": generation,
+        "phase": "Failed",
+        "conditions": conditions,
+    }
+    return Outcome(
+        status=new_status,
+        events=[] if already_reported else [Event("Warning", reason, message)],
+        permanent_error=message,
+    )
+
+
+def failed(body: Mapping[str, Any], reason: str, message: str) -> Outcome:
+    """The Outcome for a spec the operator cannot serve, found outside :func:`reconcile`
+    (e.g. the API server rejected a rendered child)."""
+    status = dict(body.get("status") or {})
+    return _failed(status, reason, message, body["metadata"].get("generation"), cond.utcnow())
+
+
+def reconcile(
+    store: ChildStore,
+    body: Mapping[str, Any],
+    *,
+    now: str | None = None,
+) -> Outcome:
+    """Bring the children of one Experiment in line with its spec; return the new status."""
+    now = now or cond.utcnow()
+    experiment = res.ExperimentRef.from_body(body)
+    generation = body["metadata"].get("generation")
+    old_status: dict[str, Any] = dict(body.get("status") or {})
+    conditions: list[dict[str, Any]] = list(old_status.get("conditions") or [])
+
+    try:
+        spec = ExperimentSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        errors = "; ".join(e["msg"] for e in exc.errors())
+        return _failed(old_status, "InvalidSpec", errors, generation, now)
+
+    if spec.paused:
+        previous = cond.find(conditions, cond.PROGRESSING)
+        was_paused = previous is not None and previous.get("reason") == "Paused"
+        conditions = cond.set_condition(
+            conditions,
+            cond.PROGRESSING,
+            False,
+            "Paused",
+            "spec.paused is true: changes to the children are frozen",
+            generation=generation,
+            now=now,
+        )
+        events = [] if was_paused else [Event("Normal", "Paused", "changes are frozen")]
+        status = {
+            "observedGeneration": generation,
+            "phase": old_status.get("phase") or "Pending",
+            "conditions": conditions,
+        }
+        return Outcome(status=status, events=events)
+
+    problems = [
+        f"variant {v.name}: {why}"
+        for v in spec.variants
+        if (why := res.unsupported_model_uri(v.model.uri)) is not None
+    ]
+    if problems:
+        return _failed(old_status, "UnsupportedModelURI", "; ".join(problems), generation, now)
+
+    weights = res.effective_weights(spec)
+    desired = res.desired_children(experiment, spec, weights)
+    kopf.adopt(desired, owner=cast(kopf.Body, dict(body)))
+
+    selector = f"{res.LABEL_MANAGED_BY}={res.MANAGER}"
+    existing: dict[tuple[str, str], dict[str, Any]] = {}
+    for kind in CHILD_KINDS:
+        for obj in store.list(kind, experiment.namespace, selector):
+            existing[res.child_key(obj)] = obj
+
+    conflicts = [
+        key
+        for child in desired
+        if (key := res.child_key(child)) in existing
+        and not _owned_by(existing[key], experiment.uid)
+        and existing[key]["metadata"].get("labels", {}).get(res.LABEL_EXPERIMENT) != experiment.name
+    ]
+    if conflicts:
+        message = f"names already used by another experiment: {_describe(conflicts)}"
+        return _failed(old_status, "NameConflict", message, generation, now)
+
+    outcome = Outcome(status={})
+    applied: dict[tuple[str, str], dict[str, Any]] = {}
+    previous_routing: str | None = None
+    for child in desired:
+        key = res.child_key(child)
+        before = existing.get(key)
+        if key[0] == "ConfigMap" and before is not None:
+            previous_routing = (before.get("data") or {}).get(res.ROUTING_KEY)
+        after = store.apply(child)
+        applied[key] = after
+        if before is None:
+            outcome.created.append(f"{key[0]} {key[1]}")
+        elif before["metadata"].get("resourceVersion") != after["metadata"].get("resourceVersion"):
+            outcome.updated.append(f"{key[0]} {key[1]}")
+
+    desired_keys = {res.child_key(c) for c in desired}
+    for key, obj in sorted(existing.items()):
+        labels = obj["metadata"].get("labels") or {}
+        if key in desired_keys or labels.get(res.LABEL_EXPERIMENT) != experiment.name:
+            continue
+        if not _owned_by(obj, experiment.uid):
+            continue
+        # No garbage collector is needed for this: the child of a removed variant goes now.
+        store.delete(key[0], experiment.namespace, key[1])
+        outcome.deleted.append(f"{key[0]} {key[1]}")
+
+    if outcome.created:
+        outcome.events.append(Event("Normal", "ChildrenCreated", ", ".join(outcome.created)))
+    if outcome.updated:
+        outcome.events.append(Event("Normal", "ChildrenUpdated", ", ".join(outcome.updated)))
+    if outcome.deleted:
+        outcome.events.append(Event("Normal", "ChildrenDeleted", ", ".join(outcome.deleted)))
+    old_weights = {t.get("variant"): t.get("weight") for t in old_status.get("traffic") or []}
+    if previous_routing is not None and old_weights != dict(weights):
+        new_routing = applied[("ConfigMap", res.routing_configmap_name(experiment.name))]
+        if (new_routing.get("data") or {}).get(res.ROUTING_KEY) != previous_routing:
+            outcome.events.append(
+                Event("Normal", "TrafficChanged", f"weights now {_weights_text(weights)}")
+            )
+    progressing = cond.find(conditions, cond.PROGRESSING)
+    if progressing is not None and progressing.get("reason") == "Paused":
+        outcome.events.append(Event("Normal", "Resumed", "spec.paused is false again"))
+    if cond.is_true(conditions, cond.DEGRADED):
+        outcome.events.append(Event("Normal", "Recovered", "the spec can be served again"))
+
+    deployments = {key[1]: obj for key, obj in applied.items() if key[0] == "Deployment"}
+    variants, waiting = readiness(experiment, spec, deployments, old_status.get("variants") or [])
+    conditions = cond.set_condition(
+        conditions,
+        cond.DEGRADED,
+        False,
+        "AsExpected",
+        "",
+        generation=generation,
+        now=now,
+    )
+    conditions = _readiness_conditions(conditions, waiting, generation, now)
+    outcome.status = {
+        "observedGeneration": generation,
+        "phase": _phase(old_status.get("phase"), not waiting),
+        "conditions": conditions,
+        "traffic": _traffic_status(weights),
+        "variants": variants,
+    }
+    return outcome
+
+
+def refresh_readiness(
+    store: ChildStore, body: Mapping[str, Any], *, now: str | None = None
+) -> dict[str, Any] | None:
+    """Status update from the child Deployments' readyReplicas, or None when the last
+    reconcile is not settled (paused, failed, or a newer generation is pending)."""
+    now = now or cond.utcnow()
+    status: dict[str, Any] = dict(body.get("status") or {})
+    generation = body["metadata"].get("generation")
+    conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
+    if status.get("observedGeneration") != generation:
+        return None
+    if cond.is_true(conditions, cond.DEGRADED) or status.get("phase") == "Failed":
+        return None
+    progressing = cond.find(conditions, cond.PROGRESSING)
+    if progressing is not None and progressing.get("reason") == "Paused":
+        return None
+    try:
+        spec = ExperimentSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        return None
+    experiment = res.ExperimentRef.from_body(body)
+    selector = f"{res.LABEL_EXPERIMENT}={experiment.name}"
+    deployments = {
+        d["metadata"]["name"]: d
+        for d in store.list("Deployment", experiment.namespace, selector)
+        if _owned_by(d, experiment.uid)
+    }
+    variants, waiting = readiness(experiment, spec, deployments, status.get("variants") or [])
+    conditions = _readiness_conditions(conditions, waiting, generation, now)
+    return {
+        "phase": _phase(status.get("phase"), not waiting),
+        "conditions": conditions,
+        "variants": variants,
+    }
+
+
+def routing_from_configmap(configmap: Mapping[str, Any]) -> dict[str, Any]:
+    """The parsed routing.json of a routing ConfigMap (used by tests and tooling)."""
+    parsed: dict[str, Any] = json.loads((configmap.get("data") or {})[res.ROUTING_KEY])
+    return parsed

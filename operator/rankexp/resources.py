@@ -1,0 +1,325 @@
+"""Desired children of an Experiment, rendered as plain dicts (no I/O).
+
+Per variant: a Deployment and a Service running ``ranker serve``. Per experiment: the
+router's Deployment and Service (``ranker route``) and the routing ConfigMap. Variant
+children never depend on the weights, so a weight change only rewrites the ConfigMap (and
+rolls the router through its checksum annotation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from rankexp.api import ExperimentSpec, Variant
+
+PORT = 8080
+ROUTING_KEY = "routing.json"
+ROUTING_DIR = "/etc/rankexp"
+MANAGER = "rankexp-operator"
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_EXPERIMENT = "rankexp.io/experiment"
+LABEL_VARIANT = "rankexp.io/variant"
+ANNOTATION_ROUTING_CHECKSUM = "rankexp.io/routing-checksum"
+
+COMPONENT_VARIANT = "variant"
+COMPONENT_ROUTER = "router"
+
+PROMETHEUS_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(PORT),
+    "prometheus.io/path": "/metrics",
+}
+
+SUPPORTED_SCHEMES = ("file",)
+
+
+@dataclass(frozen=True)
+class ExperimentRef:
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ExperimentRef:
+        meta = body["metadata"]
+        return cls(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid", ""))
+
+
+# --- model URIs ---------------------------------------------------------------------------
+
+
+def unsupported_model_uri(uri: str) -> str | None:
+    """None if the operator can serve ``uri``, else why not (for the Degraded message)."""
+    if uri.startswith("/"):
+        return None
+    parts = urlsplit(uri)
+    if parts.scheme in SUPPORTED_SCHEMES:
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            return f"{uri!r} is not an absolute file:// URI (expected file:///path)"
+        return None
+    scheme = parts.scheme or "relative path"
+    return (
+        f"{uri!r}: {scheme} is not supported; use file:///path or an absolute path "
+        "mounted in the ranker image"
+    )
+
+
+# --- names and labels ---------------------------------------------------------------------
+
+
+def variant_child_name(experiment: str, variant: str) -> str:
+    return f"{experiment}-{variant}"
+
+
+def router_name(experiment: str) -> str:
+    return f"{experiment}-router"
+
+
+def routing_configmap_name(experiment: str) -> str:
+    return f"{experiment}-routing"
+
+
+def endpoint(experiment: ExperimentRef, variant: str) -> str:
+    service = variant_child_name(experiment.name, variant)
+    return f"http://{service}.{experiment.namespace}.svc:{PORT}"
+
+
+def selector_labels(experiment: str, variant: str | None = None) -> dict[str, str]:
+    """Immutable Deployment selectors: never add to these once children exist."""
+    if variant is None:
+        return {LABEL_EXPERIMENT: experiment, LABEL_COMPONENT: COMPONENT_ROUTER}
+    return {LABEL_EXPERIMENT: experiment, LABEL_VARIANT: variant}
+
+
+def labels(experiment: str, component: str, variant: str | None = None) -> dict[str, str]:
+    instance = (
+        router_name(experiment) if variant is None else variant_child_name(experiment, variant)
+    )
+    out = {
+        LABEL_NAME: "ranker",
+        LABEL_INSTANCE: instance,
+        LABEL_COMPONENT: component,
+        LABEL_PART_OF: "rankexp",
+        LABEL_MANAGED_BY: MANAGER,
+        LABEL_EXPERIMENT: experiment,
+    }
+    if variant is not None:
+        out[LABEL_VARIANT] = variant
+    return out
+
+
+# --- routing ------------------------------------------------------------------------------
+
+
+def effective_weights(spec: ExperimentSpec) -> dict[str, int]:
+    """Weights the router uses now. The ramp (spec.traffic.steps) is applied by a later
+    analysis step that records its position in status; until then the spec's weights hold."""
+    return {v.name: v.weight for v in spec.variants}
+
+
+def routing_config(
+    experiment: ExperimentRef, spec: ExperimentSpec, weights: Mapping[str, int]
+) -> dict[str, Any]:
+    return {
+        "experiment": experiment.name,
+        # The uid is stable for the object's life and new for a re-created experiment, so
+        # users are re-randomised between experiments but never within one.
+        "salt": experiment.uid,
+        "control": spec.control,
+        "variants": [
+            {
+                "name": v.name,
+                "weight": weights[v.name],
+                "endpoints": [endpoint(experiment, v.name)],
+            }
+            for v in spec.variants
+        ],
+    }
+
+
+def routing_json(config: Mapping[str, Any]) -> str:
+    return json.dumps(config, indent=2) + "\n"
+
+
+# --- children -----------------------------------------------------------------------------
+
+
+def _env(spec: ExperimentSpec, experiment: str, variant: str | None) -> list[dict[str, str]]:
+    env = [{"name": "RANKEXP_EXPERIMENT", "value": experiment}]
+    if variant is not None:
+        env.append({"name": "RANKEXP_VARIANT", "value": variant})
+    reserved = {e["name"] for e in env}
+    env.extend(
+        {"name": e.name, "value": e.value} for e in spec.template.env if e.name not in reserved
+    )
+    return env
+
+
+def _container(spec: ExperimentSpec, args: list[str], env: list[dict[str, str]]) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "ranker",
+        "image": spec.template.image,
+        "command": ["ranker"],
+        "args": args,
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "env": env,
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 5},
+        "livenessProbe": {
+            "httpGet": {"path": "/health", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+    }
+    if spec.template.image_pull_policy:
+        container["imagePullPolicy"] = spec.template.image_pull_policy
+    return container
+
+
+def _deployment(
+    name: str,
+    namespace: str,
+    child_labels: dict[str, str],
+    selector: dict[str, str],
+    replicas: int,
+    container: dict[str, Any],
+    pod_annotations: dict[str, str],
+    volumes: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    pod_spec: dict[str, Any] = {"containers": [container]}
+    if volumes:
+        pod_spec["volumes"] = volumes
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(child_labels)},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": dict(selector)},
+            "template": {
+                "metadata": {"labels": dict(child_labels), "annotations": pod_annotations},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def _service(
+    name: str, namespace: str, child_labels: dict[str, str], selector: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": dict(child_labels),
+            "annotations": dict(PROMETHEUS_ANNOTATIONS),
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": dict(selector),
+            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def variant_children(
+    experiment: ExperimentRef, spec: ExperimentSpec, variant: Variant
+) -> list[dict[str, Any]]:
+    name = variant_child_name(experiment.name, variant.name)
+    child_labels = labels(experiment.name, COMPONENT_VARIANT, variant.name)
+    selector = selector_labels(experiment.name, variant.name)
+    args = [
+        "serve",
+        "--model",
+        variant.model.uri,
+        "--variant",
+        variant.name,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(PORT),
+    ]
+    container = _container(spec, args, _env(spec, experiment.name, variant.name))
+    if spec.template.resources is not None:
+        container["resources"] = spec.template.resources.model_dump(exclude_none=True)
+    deployment = _deployment(
+        name,
+        experiment.namespace,
+        child_labels,
+        selector,
+        variant.replicas,
+        container,
+        dict(PROMETHEUS_ANNOTATIONS),
+    )
+    return [deployment, _service(name, experiment.namespace, child_labels, selector)]
+
+
+def router_children(
+    experiment: ExperimentRef, spec: ExperimentSpec, weights: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    name = router_name(experiment.name)
+    child_labels = labels(experiment.name, COMPONENT_ROUTER)
+    selector = selector_labels(experiment.name)
+    config_text = routing_json(routing_config(experiment, spec, weights))
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": routing_configmap_name(experiment.name),
+            "namespace": experiment.namespace,
+            "labels": dict(child_labels),
+        },
+        "data": {ROUTING_KEY: config_text},
+    }
+    args = [
+        "route",
+        "--config",
+        f"{ROUTING_DIR}/{ROUTING_KEY}",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(PORT),
+    ]
+    container = _container(spec, args, _env(spec, experiment.name, None))
+    container["volumeMounts"] = [{"name": "routing", "mountPath": ROUTING_DIR, "readOnly": True}]
+    # A new weight rolls the router, so it never serves a half-propagated ConfigMap volume.
+    checksum = hashlib.sha256(config_text.encode()).hexdigest()[:16]
+    deployment = _deployment(
+        name,
+        experiment.namespace,
+        child_labels,
+        selector,
+        1,
+        container,
+        {**PROMETHEUS_ANNOTATIONS, ANNOTATION_ROUTING_CHECKSUM: checksum},
+        volumes=[
+            {"name": "routing", "configMap": {"name": routing_configmap_name(experiment.name)}}
+        ],
+    )
+    return [configmap, deployment, _service(name, experiment.namespace, child_labels, selector)]
+
+
+def desired_children(
+    experiment: ExperimentRef, spec: ExperimentSpec, weights: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    """Every child of the experiment, variants first, without owner references."""
+    children: list[dict[str, Any]] = []
+    for variant in spec.variants:
+        children.extend(variant_children(experiment, spec, variant))
+    children.extend(router_children(experiment, spec, weights))
+    return children
+
+
+def child_key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    return obj["kind"], obj["metadata"]["name"]
