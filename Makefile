@@ -79,3 +79,17 @@ envtest: ## Build kube-apiserver, etcd and kubectl from the Go module proxy into
 .PHONY: crds
 crds: setup ## Render crds/*.yaml from the pydantic models in rankexp.api
 	$(PY) -m rankexp.api render crds
+
+##@ Data path
+.PHONY: load
+load: models ## Locust, headless and bounded (20 users, 20 s), against a local v1/v2 router on 127.0.0.1
+	$(PY) -m rankexp.localstack -- $(VENV)/bin/locust -f tests/load_test.py --headless \
+	  -u 20 -r 10 -t 20s --host {router} --only-summary
+
+.PHONY: simulate
+simulate: models ## Ground-truth users through a local v1/v2 50/50 router for 20 s
+	$(PY) -m rankexp.localstack -- $(VENV)/bin/ranker simulate --target {router} --duration 20
+
+.PHONY: bench-router
+bench-router: models ## Latency the router adds (p50/p99) and saturation throughput vs direct, same run
+	cd bench && ../$(PY) bench_router.py --model ../$(MODELS)/v2

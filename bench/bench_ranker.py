@@ -30,6 +30,7 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+
 from rankexp.localcluster import Process, free_ports, wait_for
 
 
@@ -38,9 +39,7 @@ def _ready(url: str) -> bool:
         return bool(resp.status == 200)
 
 
-async def _one(
-    session: aiohttp.ClientSession, url: str, user: int, timeout: float
-) -> bool:
+async def _one(session: aiohttp.ClientSession, url: str, user: int, timeout: float) -> bool:
     try:
         async with session.post(
             url, json={"user_id": user, "num_items": 50}, timeout=aiohttp.ClientTimeout(timeout)
@@ -118,7 +117,9 @@ def run_path(model: str, scoring: str, args: argparse.Namespace, workdir: Path) 
         # saturation first: an overloaded open-loop phase leaves a backlog that
         # the server keeps working through after the client has given up
         done, elapsed = asyncio.run(closed_loop(url, args.concurrency, args.seconds, args.seed + 1))
-        lat, failures = asyncio.run(open_loop(url, args.rate, args.seconds, args.timeout, args.seed))
+        lat, failures = asyncio.run(
+            open_loop(url, args.rate, args.seconds, args.timeout, args.seed)
+        )
     finally:
         proc.stop()
     ms = lat * 1000.0

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_ranker import closed_loop, open_loop
+
 from rankexp.localcluster import Process, free_ports, wait_for
 
 
@@ -102,7 +103,9 @@ def main() -> int:
     print(f"\nadded by the router at {args.rate:.0f} req/s: p50 "
           f"{pct['router'][50] - pct['direct'][50]:+.2f} ms, p99 "
           f"{pct['router'][99] - pct['direct'][99]:+.2f} ms")  # fmt: skip
-    print(f"saturation throughput through the router: {sat['router'] / sat['direct']:.0%} of direct")
+    print(
+        f"saturation throughput through the router: {sat['router'] / sat['direct']:.0%} of direct"
+    )
     return 0
 
 

@@ -129,11 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--poll-interval", type=float, default=0.5, help="config file poll, seconds")
     r.add_argument("--log-level", default="info")
     r.set_defaults(func=_cmd_route)
+
+    from ranker import simulate
+
+    m = sub.add_parser("simulate", help="ground-truth users request feeds and react to them")
+    simulate.add_arguments(m)
+    m.set_defaults(func=simulate.run_cli)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     args = build_parser().parse_args(argv)
     rc: int = args.func(args)
     return rc

@@ -110,8 +110,8 @@ class World:
         u = np.asarray(user_ids, dtype=np.int64)
         i = np.asarray(item_ids, dtype=np.int64)
         affinity = self.user_interest[u, self.item_category[i]]
-        mean: FloatArray = _DWELL_MEAN_S * (1.0 + 0.25 * affinity) * np.exp(
-            0.3 * self.item_quality[i]
+        mean: FloatArray = (
+            _DWELL_MEAN_S * (1.0 + 0.25 * affinity) * np.exp(0.3 * self.item_quality[i])
         )
         return mean
 
@@ -128,9 +128,7 @@ class World:
         p = self.click_prob(user_ids, item_ids)
         clicked = rng.random(p.shape) < p
         liked = clicked & (rng.random(p.shape) < self.like_prob_given_click(item_ids))
-        dwell = np.where(
-            clicked, rng.exponential(self.dwell_mean_seconds(user_ids, item_ids)), 0.0
-        )
+        dwell = np.where(clicked, rng.exponential(self.dwell_mean_seconds(user_ids, item_ids)), 0.0)
         return clicked, liked, dwell
 
     def activity_log(
@@ -139,9 +137,9 @@ class World:
         """Interaction log under a logging policy that favours popular items.
 
         Long format, one row per event: ``event`` is impression, click, like,
-        dwell (with ``dwell_seconds``) or follow (a topic: item_id -1, category set). Columns: user_id, item_id, category,
-        age (the user's), timestamp (seconds since the log's start), event,
-        dwell_seconds.
+        dwell (with ``dwell_seconds``) or follow (a topic: item_id -1, category
+        set). Columns: user_id, item_id, category, age (the user's), timestamp
+        (seconds since the log's start), event, dwell_seconds.
         """
         rng = np.random.default_rng(self.seed + 1 if seed is None else seed)
         n = self.n_users * impressions_per_user
@@ -156,18 +154,33 @@ class World:
         clicked, liked, dwell = self.sample_engagement(users, items, rng)
 
         parts = [
-            pd.DataFrame({"user_id": users, "item_id": items, "timestamp": ts, "event": "impression"}),
             pd.DataFrame(
-                {"user_id": users[clicked], "item_id": items[clicked], "timestamp": ts[clicked] + 1,
-                 "event": "click"}
+                {"user_id": users, "item_id": items, "timestamp": ts, "event": "impression"}
             ),
             pd.DataFrame(
-                {"user_id": users[liked], "item_id": items[liked], "timestamp": ts[liked] + 2,
-                 "event": "like"}
+                {
+                    "user_id": users[clicked],
+                    "item_id": items[clicked],
+                    "timestamp": ts[clicked] + 1,
+                    "event": "click",
+                }
             ),
             pd.DataFrame(
-                {"user_id": users[clicked], "item_id": items[clicked], "timestamp": ts[clicked] + 3,
-                 "event": "dwell", "dwell_seconds": dwell[clicked]}
+                {
+                    "user_id": users[liked],
+                    "item_id": items[liked],
+                    "timestamp": ts[liked] + 2,
+                    "event": "like",
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "user_id": users[clicked],
+                    "item_id": items[clicked],
+                    "timestamp": ts[clicked] + 3,
+                    "event": "dwell",
+                    "dwell_seconds": dwell[clicked],
+                }
             ),
         ]
         # Users follow a few topics, mostly among their strongest interests.
@@ -178,8 +191,15 @@ class World:
         f_cats = (rng.random((len(f_users), 1)) > cdf).sum(axis=1).clip(0, N_CATEGORIES - 1)
         f_ts = rng.uniform(0.0, days * 86400.0, size=len(f_users))
         parts.append(
-            pd.DataFrame({"user_id": f_users, "item_id": -1, "timestamp": f_ts,
-                          "event": "follow", "category_idx": f_cats})
+            pd.DataFrame(
+                {
+                    "user_id": f_users,
+                    "item_id": -1,
+                    "timestamp": f_ts,
+                    "event": "follow",
+                    "category_idx": f_cats,
+                }
+            )
         )
         log = pd.concat(parts, ignore_index=True)
         log["dwell_seconds"] = log["dwell_seconds"].fillna(0.0)

@@ -14,9 +14,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from rankexp.localcluster import Process, free_ports, wait_for
-
 from ranker.data import make_world
+from rankexp.localcluster import Process, free_ports, wait_for
 
 
 def _ready(url: str) -> bool:
@@ -56,9 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     world = make_world()
     out = sys.stdout.write
     out(f"ranker serve --model {args.model}  (on {url}, now stopped)\n")
-    out(f"POST /rank {{user_id: {args.user}, num_items: {args.num_items}}} -> model "
-        f"{feed['model_version']}, {feed['latency_ms']:.2f} ms, fallback={feed['fallback']}\n\n")  # fmt: skip
-    out(f"{'#':>2}  {'item':>6}  {'category':<9} {'age h':>6}  {'score':>6}  {'true P(click)':>13}\n")
+    out(
+        f"POST /rank {{user_id: {args.user}, num_items: {args.num_items}}} -> model "
+        f"{feed['model_version']}, {feed['latency_ms']:.2f} ms, fallback={feed['fallback']}\n\n"
+    )
+    head = ("#", "item", "category", "age h", "score", "true P(click)")
+    out(f"{head[0]:>2}  {head[1]:>6}  {head[2]:<9} {head[3]:>6}  {head[4]:>6}  {head[5]:>13}\n")
     known = args.user < world.n_users
     for n, item in enumerate(feed["items"], 1):
         truth = float(world.click_prob(args.user, item["item_id"])) if known else float("nan")

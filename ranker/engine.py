@@ -103,9 +103,7 @@ class RankingEngine:
     def _rank_naive(self, row: int, k: int) -> Ranking:
         with torch.inference_mode():
             item_x = torch.from_numpy(self.loaded.item_x)
-            user_x = torch.from_numpy(self.loaded.user_x[row : row + 1]).expand(
-                self.n_items, -1
-            )
+            user_x = torch.from_numpy(self.loaded.user_x[row : row + 1]).expand(self.n_items, -1)
             scores = self.loaded.model(user_x, item_x).squeeze(1).numpy()
         order = np.argsort(-scores, kind="stable")[:k]
         return Ranking(order.astype(np.intp), scores[order].astype(np.float32), False, None)

@@ -69,7 +69,7 @@ def extract_user_features(activity_df: pd.DataFrame) -> pd.DataFrame:
     impressions = counts["impression"]
     clicks = counts["click"]
     # A click without a logged impression still implies one was shown.
-    shown = np.maximum(impressions, clicks)
+    shown = impressions.where(impressions >= clicks, clicks)
     out = pd.DataFrame(index=users)
     if "age" in df.columns:
         age = pd.to_numeric(df.groupby("user_id")["age"].first(), errors="coerce")

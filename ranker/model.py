@@ -37,6 +37,11 @@ class TwoTowerModel(nn.Module):
     training data, so callers pass raw feature values.
     """
 
+    user_mean: torch.Tensor
+    user_std: torch.Tensor
+    item_mean: torch.Tensor
+    item_std: torch.Tensor
+
     def __init__(
         self, user_dim: int, item_dim: int, embedding_dim: int = 64, hidden_dim: int = 128
     ) -> None:

@@ -166,7 +166,7 @@ class Router:
         timeout: float = 2.0,
         poll_interval: float = 0.5,
     ) -> None:
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.config_path = config_path
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = RouterMetrics(self.registry)
@@ -287,7 +287,9 @@ class Router:
         endpoint = path[1:]
         if reply is None:
             self.metrics.requests.labels(exp, assigned.name, endpoint, "502").inc()
-            await _json(send, 502, {"detail": f"no endpoint of {assigned.name!r} or control answered"})
+            await _json(
+                send, 502, {"detail": f"no endpoint of {assigned.name!r} or control answered"}
+            )
             return
         self.metrics.requests.labels(exp, assigned.name, endpoint, str(reply.status)).inc()
         if endpoint == "rank" and reply.status == 200:
@@ -299,7 +301,9 @@ class Router:
         await _respond(send, reply.status, out, reply.content_type,
                        [(b"x-rankexp-variant", served.name.encode())])  # fmt: skip
 
-    async def _try(self, variant: _Variant, path: str, body: bytes) -> tuple[_Variant, Reply | None]:
+    async def _try(
+        self, variant: _Variant, path: str, body: bytes
+    ) -> tuple[_Variant, Reply | None]:
         up = variant.pick()
         if up is None:
             return variant, None

@@ -133,7 +133,7 @@ def create_app(settings: RankerSettings, registry: CollectorRegistry | None = No
     /health answers at once and /ready turns 200 when the model is in memory."""
     registry = registry if registry is not None else CollectorRegistry()
     # *_created series double the scrape size and nothing here reads them
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     metrics = RankerMetrics(registry, settings.variant)
     state = ServingState()
 
@@ -182,7 +182,9 @@ def create_app(settings: RankerSettings, registry: CollectorRegistry | None = No
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         fields = [".".join(str(p) for p in e["loc"] if p != "body") for e in errors]
-        message = "; ".join(f"{f or 'body'}: {e['msg']}" for f, e in zip(fields, errors, strict=True))
+        message = "; ".join(
+            f"{f or 'body'}: {e['msg']}" for f, e in zip(fields, errors, strict=True)
+        )
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
         return JSONResponse({"detail": detail, "message": message}, status_code=422)
 
@@ -260,5 +262,5 @@ def create_app(settings: RankerSettings, registry: CollectorRegistry | None = No
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # type: ignore[arg-type]
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return app

@@ -81,9 +81,7 @@ def build_dataset(seed: int = 7, impressions_per_user: int = 80) -> Dataset:
     early = log[log["timestamp"] < cut]
     late = log[log["timestamp"] >= cut]
     imps = late[late["event"] == "impression"][["user_id", "item_id", "timestamp"]]
-    clicks = late[late["event"] == "click"][["user_id", "item_id", "timestamp"]].assign(
-        clicked=1
-    )
+    clicks = late[late["event"] == "click"][["user_id", "item_id", "timestamp"]].assign(clicked=1)
     likes = late[late["event"] == "like"][["user_id", "item_id", "timestamp"]].assign(liked=1)
     clicks = clicks.assign(timestamp=clicks["timestamp"] - 1)
     likes = likes.assign(timestamp=likes["timestamp"] - 2)
@@ -156,8 +154,9 @@ def train_model(
     holdout = ds.labels["user_id"] % HOLDOUT_MODULUS == 0
     train_rows, test_rows = ds.labels[~holdout], ds.labels[holdout]
     u, i, y = _tensors(ds, prof, train_rows)
-    model = TwoTowerModel(len(prof.user_features), len(prof.item_features), prof.embedding_dim,
-                          prof.hidden_dim)
+    model = TwoTowerModel(
+        len(prof.user_features), len(prof.item_features), prof.embedding_dim, prof.hidden_dim
+    )
     model.set_normalisation(u, i)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.BCEWithLogitsLoss()
@@ -169,7 +168,7 @@ def train_model(
             idx = perm[start : start + batch_size]
             opt.zero_grad()
             loss = loss_fn(model.logits(u[idx], i[idx]), y[idx])
-            loss.backward()  # type: ignore[no-untyped-call]
+            loss.backward()
             opt.step()
     model.eval()
     tu, ti, _ = _tensors(ds, prof, test_rows)

@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from rankexp.localcluster import Process, free_ports, wait_for
-from rankexp.localprom import LocalPrometheus
 
 from ranker.model import METADATA_FILE
+from rankexp.localcluster import Process, free_ports, wait_for
+from rankexp.localprom import LocalPrometheus
 
 REPO = Path(__file__).resolve().parents[1]
 

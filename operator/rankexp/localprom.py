@@ -161,7 +161,8 @@ class LocalPrometheus:
 
         def ok() -> bool:
             up = [t for t in self.active_targets() if t["labels"].get("job") == job]
-            return sum(t["health"] == "up" for t in up) >= count
+            healthy: int = sum(t["health"] == "up" for t in up)
+            return healthy >= count
 
         procs = [self.process] if self.process else []
         wait_for(ok, timeout=timeout, what=f"{count} {job} target(s) up", processes=procs)

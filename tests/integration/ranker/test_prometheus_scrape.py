@@ -12,7 +12,9 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_prometheus_scrapes_ranker_counters(start_ranker, prometheus, model_dirs: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+def test_prometheus_scrapes_ranker_counters(
+    start_ranker, prometheus, model_dirs: dict[str, Path]
+) -> None:  # type: ignore[no-untyped-def]
     _, url = start_ranker(model_dirs["v1"], "scrape-check")
     prometheus.set_targets("ranker", [url.removeprefix("http://")], {"experiment": "scrape"})
     prometheus.wait_scraped("ranker", 1)

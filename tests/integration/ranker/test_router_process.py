@@ -16,7 +16,9 @@ pytestmark = pytest.mark.integration
 
 
 def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], str | None]:
-    req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
+    req = urllib.request.Request(
+        url, json.dumps(body).encode(), {"content-type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return int(resp.status), json.loads(resp.read()), resp.headers.get("x-rankexp-variant")
@@ -52,7 +54,9 @@ def two_rankers(start_ranker, model_dirs: dict[str, Path]) -> tuple[Any, str, An
     return cp, cu, tp, tu
 
 
-def test_sticky_assignment_survives_restarts_and_counts_exposures(two_rankers, start_router) -> None:  # type: ignore[no-untyped-def]
+def test_sticky_assignment_survives_restarts_and_counts_exposures(
+    two_rankers, start_router
+) -> None:  # type: ignore[no-untyped-def]
     _, cu, _, tu = two_rankers
     proc, url, _ = start_router(_config(cu, tu))
     users = list(range(40))

@@ -2,7 +2,12 @@ import numpy as np
 import pandas as pd
 
 from ranker.data import make_world
-from ranker.features import ITEM_FEATURES, USER_FEATURES, extract_item_features, extract_user_features
+from ranker.features import (
+    ITEM_FEATURES,
+    USER_FEATURES,
+    extract_item_features,
+    extract_user_features,
+)
 
 
 def test_extract_user_features() -> None:

@@ -60,7 +60,9 @@ def test_the_salt_reshuffles_users() -> None:
         ([("control", 150), ("t", -50)], "control", "less than or equal to 100"),
     ],
 )
-def test_bad_configs_are_rejected(variants: list[tuple[str, int]], control: str, message: str) -> None:
+def test_bad_configs_are_rejected(
+    variants: list[tuple[str, int]], control: str, message: str
+) -> None:
     with pytest.raises(ValidationError, match=message):
         RoutingConfig.model_validate({
             "experiment": "e", "control": control,
