@@ -1,0 +1,39 @@
+"""Integration fixtures: real servers on 127.0.0.1.
+
+``kube_cluster`` is one real etcd + kube-apiserver (``rankexp.localcluster``) for
+the whole session. When the binaries are missing (a clean machine), they are built
+with tools/envtest.sh once, right after collection: outside any test, so the
+per-test timeout does not cut a cold build short. A failed build fails the tests
+that need the cluster; they are never skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from rankexp.localcluster import BinariesMissingError, LocalCluster, ensure_binaries
+
+_build_error: list[BaseException] = []
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
+    if not any("kube_cluster" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    try:
+        ensure_binaries()
+    except BinariesMissingError as exc:
+        _build_error.append(exc)
+
+
+@pytest.fixture(scope="session")
+def kube_cluster() -> Iterator[LocalCluster]:
+    """A running local control plane (etcd + kube-apiserver), shared by the session."""
+    if _build_error:
+        pytest.fail(f"building the control-plane binaries failed: {_build_error[0]}")
+    bin_dir = ensure_binaries()
+    with LocalCluster(bin_dir) as cluster:
+        yield cluster
