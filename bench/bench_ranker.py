@@ -25,18 +25,13 @@ import os
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 
 from rankexp.localcluster import Process, free_ports, wait_for
-
-
-def _ready(url: str) -> bool:
-    with urllib.request.urlopen(url + "/ready", timeout=2) as resp:
-        return bool(resp.status == 200)
+from rankexp.probe import is_ready
 
 
 async def _one(session: aiohttp.ClientSession, url: str, user: int, timeout: float) -> bool:
@@ -109,7 +104,7 @@ def run_path(model: str, scoring: str, args: argparse.Namespace, workdir: Path) 
     proc.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _ready(base), timeout=60, what=base, processes=[proc])
+        wait_for(lambda: is_ready(base), timeout=60, what=base, processes=[proc])
         url = base + "/rank"
         # warm up: touch every user once on the fast path so the embedding cache
         # holds them (a steady-state feed); the naive path has no cache to warm

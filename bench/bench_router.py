@@ -23,18 +23,13 @@ import json
 import os
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 from bench_ranker import closed_loop, open_loop
 
 from rankexp.localcluster import Process, free_ports, wait_for
-
-
-def _ready(url: str) -> bool:
-    with urllib.request.urlopen(url + "/ready", timeout=2) as resp:
-        return bool(resp.status == 200)
+from rankexp.probe import is_ready
 
 
 def main() -> int:
@@ -70,7 +65,7 @@ def main() -> int:
             for proc in procs:
                 proc.start()
             for url in (ranker, router):
-                wait_for(lambda u=url: _ready(u), timeout=60, what=url, processes=procs)  # type: ignore[misc]
+                wait_for(lambda u=url: is_ready(u), timeout=60, what=url, processes=procs)  # type: ignore[misc]
             asyncio.run(closed_loop(router + "/rank", 8, 3.0, args.seed))  # warm caches and pools
             lat: dict[str, list[np.ndarray]] = {"direct": [], "router": []}
             thr: dict[str, list[float]] = {"direct": [], "router": []}

@@ -31,6 +31,7 @@ import math
 import time
 
 import numpy as np
+
 from rankexp.analysis import fixed_test, mixing_variance, msprt_p_value, ratio_estimate, srm_test
 
 BUCKETS = 64

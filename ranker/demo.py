@@ -16,11 +16,7 @@ from pathlib import Path
 
 from ranker.data import make_world
 from rankexp.localcluster import Process, free_ports, wait_for
-
-
-def _ready(url: str) -> bool:
-    with urllib.request.urlopen(url + "/ready", timeout=2) as resp:
-        return bool(resp.status == 200)
+from rankexp.probe import is_ready
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         proc.start()
         try:
-            wait_for(lambda: _ready(url), timeout=60, what=url, processes=[proc])
+            wait_for(lambda: is_ready(url), timeout=60, what=url, processes=[proc])
             req = urllib.request.Request(
                 url + "/rank",
                 json.dumps({"user_id": args.user, "num_items": args.num_items}).encode(),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from ranker.model import METADATA_FILE
 from rankexp.localcluster import Process, free_ports, wait_for
 from rankexp.localprom import LocalPrometheus
+from rankexp.probe import http_status
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,14 +31,6 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             train(profile, path)
         out[profile] = path
     return out
-
-
-def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
 
 
 StartRanker = Callable[..., tuple[Process, str]]

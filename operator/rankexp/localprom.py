@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from rankexp.localcluster import Process, free_ports, wait_for
+from rankexp.probe import is_ready
 
 DEFAULT_BINARY = "prometheus"
 
@@ -135,8 +136,7 @@ class LocalPrometheus:
         return self
 
     def ready(self) -> bool:
-        with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as resp:
-            return bool(resp.status == 200)
+        return is_ready(self.url, "/-/ready")
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """Instant query; the ``result`` list (raises on an API error)."""

@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from types import TracebackType
 
 from rankexp.localcluster import Process, free_ports, wait_for
 from rankexp.localprom import LocalPrometheus
+from rankexp.probe import is_ready
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,6 @@ class VariantSpec:
     name: str
     model: str
     weight: int
-
-
-def _ready(url: str) -> bool:
-    with urllib.request.urlopen(url + "/ready", timeout=2) as resp:
-        return bool(resp.status == 200)
 
 
 class LocalStack:
@@ -114,7 +109,7 @@ class LocalStack:
             self.processes.append(router)
             self.router_url = f"http://127.0.0.1:{router_port}"
             for url in [*self.ranker_urls.values(), self.router_url]:
-                wait_for(lambda u=url: _ready(u), timeout=90, what=url,  # type: ignore[misc]
+                wait_for(lambda u=url: is_ready(u), timeout=90, what=url,  # type: ignore[misc]
                          processes=self.processes)  # fmt: skip
             if self.prometheus is not None:
                 labels = {"experiment": self.experiment, "namespace": self.namespace}
