@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from rankexp.cli import main
 
 ROOT = Path(__file__).resolve().parents[3]

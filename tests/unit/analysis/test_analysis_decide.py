@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from rankexp.analysis import DECISIONS, AnalysisInput, InputError, analyze
 
 EDGES = [i / 10 for i in range(11)]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from rankexp.analysis import DECISIONS, analyze, compare, holm, ks_binned, psi, ratio_estimate
 
 # No deadline: the machine is shared, and a timing check is not a property.

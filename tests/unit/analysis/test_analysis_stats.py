@@ -6,6 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import NormalIndPower
+from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
+
 from rankexp.analysis import (
     compare,
     design_effect,
@@ -20,10 +25,6 @@ from rankexp.analysis import (
     srm_test,
     welch_df,
 )
-from scipy import stats
-from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.power import NormalIndPower
-from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 B = 64
 
