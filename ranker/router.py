@@ -26,7 +26,7 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,15 +41,11 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ranker.asgi import Receive, Scope, Send
 from ranker.hashing import N_ROUTING_BUCKETS, routing_bucket
 from ranker.upstream import Reply, Upstream, UpstreamError
 
 log = logging.getLogger("ranker.router")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 
 class VariantRoute(BaseModel):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ranker.asgi import ASGIApp, Message, Receive, Scope, Send
 from ranker.data import CATEGORIES
 from ranker.engine import RankingEngine, Scoring
 from ranker.metrics import RankerMetrics
@@ -30,12 +31,6 @@ from ranker.model import LoadedModel, ModelLoadError, load_model_dir
 from ranker.quality import QualityMonitor
 
 log = logging.getLogger("ranker.service")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class RankerSettings(BaseSettings):
