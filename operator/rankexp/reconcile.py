@@ -1,8 +1,8 @@
 """Reconcile an Experiment: apply its children, delete removed ones, compute its status.
 
-Plain functions over a small :class:`ChildStore` protocol, so the logic runs against the
-real API server (:class:`KubeChildStore`, server-side apply) or an in-memory fake in unit
-tests. Nothing here writes the Experiment: the caller turns the returned :class:`Outcome`
+Plain functions over a small :class:`ChildStore` protocol (:class:`KubeChildStore`:
+server-side apply against the API server), callable from kopf handlers and from tests
+without a running operator. Nothing here writes the Experiment: the caller turns the returned :class:`Outcome`
 into ``patch.status`` and Kubernetes Events, and never touches ``spec``.
 """
 
