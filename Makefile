@@ -5,6 +5,7 @@ SHELL := /bin/bash
 PYTHON_BOOT ?= python3
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
+UV          := $(PYTHON_BOOT) -m uv
 CACHE_DIR   ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/rankexp
 MODELS      ?= models
 PYTEST_ARGS ?=
@@ -23,9 +24,9 @@ help: ## Show this help
 setup: $(VENV)/.stamp ## Create .venv with every dependency (idempotent; seconds when nothing changed)
 
 $(VENV)/.stamp: pyproject.toml
-	@command -v uv >/dev/null 2>&1 || $(PYTHON_BOOT) -m pip install --quiet uv
-	@test -x $(PY) || uv venv --quiet --python $(PYTHON_BOOT) $(VENV)
-	uv pip install --quiet --python $(PY) -e '.[dev]'
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON_BOOT) -m pip install --quiet uv
+	@test -x $(PY) || $(UV) venv --quiet --python $(PYTHON_BOOT) $(VENV)
+	$(UV) pip install --quiet --python $(PY) -e '.[dev]'
 	@touch $@
 
 .PHONY: models
