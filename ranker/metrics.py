@@ -210,6 +210,12 @@ class RankerMetrics:
 
     def set_model(self, version: str, auc: float | None, ndcg: float | None) -> None:
         self.model_version = version
+        # Create the request and latency series at 0 as soon as the model serves, so
+        # increase() over a window also counts the requests before the first scrape.
+        self._request_children[("rank", 200)] = self.requests.labels(
+            self.variant, version, "rank", "200"
+        )
+        self.latency.labels(self.variant, version)
         if auc is not None:
             self.model_auc.labels(self.variant, version).set(auc)
         if ndcg is not None:

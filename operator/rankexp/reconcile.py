@@ -2,8 +2,9 @@
 
 Plain functions over a small :class:`ChildStore` protocol (:class:`KubeChildStore`:
 server-side apply against the API server), callable from kopf handlers and from tests
-without a running operator. Nothing here writes the Experiment: the caller turns the returned :class:`Outcome`
-into ``patch.status`` and Kubernetes Events, and never touches ``spec``.
+without a running operator. Nothing here writes the Experiment: the caller turns the
+returned :class:`Outcome` into ``patch.status`` and Kubernetes Events, and never touches
+``spec``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ expressions must parse; they need not fire.
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import random
@@ -26,7 +25,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,28 +248,6 @@ class Live:
     router_url: str
 
 
-def start_prometheus_servers(request: pytest.FixtureRequest) -> tuple[LocalPrometheus, ...]:
-    """The session ``prometheus`` and this module's ``rules_prometheus``, started quietly.
-
-    ``LocalPrometheus.ready`` polls /-/ready through ``wait_for``, which swallows
-    the HTTPError of the 503 Prometheus answers while it starts, without closing
-    it. Its socket is finalized later (at once, or at a garbage collection when
-    the error sits in a traceback cycle), and under ``filterwarnings = error``
-    that surfaced now and then as a setup error ("PytestUnraisableExceptionWarning:
-    unclosed socket"). So the servers start here with ResourceWarning ignored and
-    the leftovers are collected before that filter is lifted. Nothing else is
-    silenced: the rest of this module closes every response it opens.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        servers = (
-            request.getfixturevalue("prometheus"),
-            request.getfixturevalue("rules_prometheus"),
-        )
-        gc.collect()
-    return servers
-
-
 @pytest.fixture(scope="module")
 def rules_prometheus() -> Iterator[LocalPrometheus]:
     """A second Prometheus with the alert rules loaded, scraping the same processes."""
@@ -289,7 +265,8 @@ def live(
 
     Scraped by the session ``prometheus`` and by ``rules_prometheus``.
     """
-    prometheus, rules_prometheus = start_prometheus_servers(request)
+    prometheus = request.getfixturevalue("prometheus")
+    rules_prometheus = request.getfixturevalue("rules_prometheus")
     work = tmp_path_factory.mktemp("observability")
     procs: list[Process] = []
     pump: TrafficPump | None = None

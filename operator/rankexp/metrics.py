@@ -1,0 +1,432 @@
+"""Read an experiment's series from Prometheus as ``rankexp.analysis`` input.
+
+:func:`build_queries` is the PromQL (pure); :class:`ExperimentMetrics` runs it
+at one evaluation time and turns the answers into the ``variants`` part of the
+analysis input; :func:`analysis_input` wraps that into the whole payload that
+:func:`rankexp.analysis.analyze` takes.
+
+Series are selected by the ``experiment`` (and optionally ``namespace``) labels
+that the scrape configuration attaches to every target of an experiment. The
+router's ``router_exposures_total`` carries ``experiment`` itself; when the
+scraper also sets it as a target label, the target label wins (the scraped one
+becomes ``exported_experiment``), so both must name the same experiment.
+
+Missing data is an error, never a zero: Prometheus unreachable raises
+:class:`PrometheusUnavailable`, a series absent for a variant (or with fewer
+than two samples in the window, which ``increase()`` cannot use) raises
+:class:`MissingSeries`. Counts are ``increase()`` values and stay floats:
+Prometheus extrapolates to the window's edges, so they are rarely integers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from requests.exceptions import RequestException
+from urllib3.util.retry import Retry
+
+from ranker.hashing import N_ANALYSIS_BUCKETS
+
+#: analysis bucket series -> the ranker's counter
+BUCKET_SERIES: dict[str, str] = {
+    "impressions": "ranking_impressions_total",
+    "clicks": "ranking_clicks_total",
+    "engagements": "ranking_engagements_total",
+    "dwell_seconds": "ranking_dwell_seconds_total",
+    "dwell_events": "ranking_dwell_events_total",
+}
+SCORE_HISTOGRAM = "ranking_score"
+FEATURE_HISTOGRAM = "ranking_feature_value"
+LATENCY_HISTOGRAM = "ranking_latency_seconds"
+REQUESTS = "ranking_requests_total"
+ERRORS = "ranking_errors_total"
+EXPOSURES = "router_exposures_total"
+DEFAULT_FEATURES: tuple[str, ...] = ("age", "like_rate", "total_interactions")
+
+_DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
+
+
+class MetricsError(Exception):
+    """Base class: the metrics could not be read; no decision should be taken."""
+
+
+class PrometheusUnavailable(MetricsError):
+    """No Prometheus API answered (connection refused, timeout, 5xx, 404)."""
+
+    def __init__(self, url: str, cause: str) -> None:
+        super().__init__(f"Prometheus at {url} is unavailable: {cause}")
+        self.url = url
+        self.cause = cause
+
+
+class QueryError(MetricsError):
+    """Prometheus rejected a query (400 or 422, e.g. bad PromQL)."""
+
+    def __init__(self, query: str, cause: str) -> None:
+        super().__init__(f"query {query!r} failed: {cause}")
+        self.query = query
+        self.cause = cause
+
+
+class MissingSeries(MetricsError):
+    """``metric`` has no data for ``variant`` in the window.
+
+    ``missing`` lists every (metric, variant) pair found missing in the same read.
+    """
+
+    def __init__(self, metric: str, variant: str, missing: Sequence[tuple[str, str]] = ()) -> None:
+        self.metric = metric
+        self.variant = variant
+        self.missing = list(missing) or [(metric, variant)]
+        pairs = ", ".join(f"{m} for {v}" for m, v in self.missing)
+        super().__init__(f"no data in the window: {pairs}")
+
+
+class BadSeries(MetricsError):
+    """A series has an unexpected shape (bucket label out of range, histogram edges)."""
+
+    def __init__(self, metric: str, variant: str, detail: str) -> None:
+        super().__init__(f"{metric} for {variant}: {detail}")
+        self.metric = metric
+        self.variant = variant
+        self.detail = detail
+
+
+def format_window(window: str | timedelta) -> str:
+    """A PromQL range duration: ``"5m"`` as given (validated), a timedelta in s or ms."""
+    if isinstance(window, timedelta):
+        ms = round(window.total_seconds() * 1000)
+        if ms <= 0:
+            raise ValueError(f"window must be positive, got {window}")
+        return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+    if not _DURATION.match(window) or not any(c in "123456789" for c in window):
+        raise ValueError(f"window {window!r} is not a positive Prometheus duration like '5m'")
+    return window
+
+
+def _quote(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def selector(experiment: str, namespace: str | None = None, **labels: str) -> str:
+    """Label matchers ``{experiment="...",namespace="...",k="v"}``, values escaped."""
+    pairs = {"experiment": experiment, **({"namespace": namespace} if namespace else {}), **labels}
+    return "{" + ",".join(f"{k}={_quote(v)}" for k, v in pairs.items()) + "}"
+
+
+def build_queries(
+    experiment: str, window: str | timedelta, namespace: str | None = None
+) -> dict[str, str]:
+    """PromQL for every input of the analysis, keyed by what it reads.
+
+    Keys: the bucket series (impressions, clicks, engagements, dwell_seconds,
+    dwell_events) by (variant, bucket); ``score`` by (variant, le);
+    ``features`` by (variant, feature, le); ``latency_p95_seconds``,
+    ``requests``, ``errors`` (endpoint="rank") and ``exposures`` by variant.
+    """
+    w = format_window(window)
+    sel = selector(experiment, namespace)
+    rank = selector(experiment, namespace, endpoint="rank")
+    queries = {
+        key: f"sum by (variant, bucket) (increase({name}{sel}[{w}]))"
+        for key, name in BUCKET_SERIES.items()
+    }
+    queries["score"] = f"sum by (variant, le) (increase({SCORE_HISTOGRAM}_bucket{sel}[{w}]))"
+    queries["features"] = (
+        f"sum by (variant, feature, le) (increase({FEATURE_HISTOGRAM}_bucket{sel}[{w}]))"
+    )
+    queries["latency_p95_seconds"] = (
+        f"histogram_quantile(0.95, sum by (variant, le) "
+        f"(rate({LATENCY_HISTOGRAM}_bucket{sel}[{w}])))"
+    )
+    queries["requests"] = f"sum by (variant) (increase({REQUESTS}{rank}[{w}]))"
+    queries["errors"] = f"sum by (variant) (increase({ERRORS}{rank}[{w}]))"
+    queries["exposures"] = f"sum by (variant) (increase({EXPOSURES}{sel}[{w}]))"
+    return queries
+
+
+Sample = tuple[dict[str, str], float]
+
+
+def histogram_bins(
+    cumulative: Mapping[float, float], metric: str = "histogram", variant: str = ""
+) -> dict[str, list[float]]:
+    """Cumulative ``le`` counts -> ``{edges, counts}`` with per-bin counts.
+
+    Edges are the finite ``le`` bounds preceded by a lower edge: 0 when the first
+    bound is positive (every histogram here is of non-negative values), else one
+    bin width below it. The ``+Inf`` overflow is folded into the last bin, so the
+    counts add up to the histogram's total. ``increase()`` extrapolates each
+    ``le`` series separately, so a bin can come out a hair below 0: clamped to 0.
+    """
+    finite = sorted(le for le in cumulative if math.isfinite(le))
+    if not finite:
+        raise BadSeries(metric, variant, "no finite le bucket")
+    if finite[0] > 0:
+        lower = 0.0
+    else:
+        lower = finite[0] - (finite[1] - finite[0] if len(finite) > 1 else 1.0)
+    counts: list[float] = []
+    previous = 0.0
+    for le in finite:
+        counts.append(max(cumulative[le] - previous, 0.0))
+        previous = cumulative[le]
+    overflow = cumulative.get(math.inf)
+    if overflow is not None:
+        counts[-1] += max(overflow - previous, 0.0)
+    return {"edges": [lower, *finite], "counts": counts}
+
+
+class ExperimentMetrics:
+    """Reads one experiment's window from Prometheus through ``PrometheusConnect``.
+
+    ``retries`` applies to connection errors and 5xx answers; keep it low in a
+    reconcile loop, which retries on its own schedule.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        retries: int = 1,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        retry = Retry(
+            total=retries, backoff_factor=0.2, status_forcelist=(502, 503, 504),
+            raise_on_status=False,
+        )  # fmt: skip
+        self.client = PrometheusConnect(
+            self.url, headers=dict(headers) if headers else None, retry=retry
+        )
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> ExperimentMetrics:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def query(self, promql: str, at: datetime) -> list[Sample]:
+        """Instant query at ``at``: ``[(labels, value)]``; typed errors, never empty on failure."""
+        try:
+            result = self.client.custom_query(
+                promql, params={"time": f"{at.timestamp():.3f}"}, timeout=self.timeout
+            )
+        except RequestException as exc:
+            raise PrometheusUnavailable(self.url, f"{type(exc).__name__}: {exc}") from exc
+        except PrometheusApiClientException as exc:
+            # Prometheus answers 400 (bad_data) or 422 (execution) to a bad query;
+            # anything else (404, 5xx) means no working Prometheus API at this URL.
+            text = str(exc)
+            if re.search(r"HTTP Status Code (400|422)\b", text):
+                raise QueryError(promql, text) from exc
+            raise PrometheusUnavailable(self.url, text) from exc
+        except ValueError as exc:  # a body that is not JSON: not a Prometheus
+            raise PrometheusUnavailable(self.url, f"unexpected answer: {exc}") from exc
+        if not isinstance(result, list):
+            raise PrometheusUnavailable(self.url, f"unexpected answer to {promql!r}")
+        return [(dict(r["metric"]), float(r["value"][1])) for r in result]
+
+    def read(
+        self,
+        experiment: str,
+        variants: Sequence[str],
+        window: str | timedelta,
+        end: datetime | None = None,
+        *,
+        namespace: str | None = None,
+        features: Sequence[str] = DEFAULT_FEATURES,
+    ) -> dict[str, dict[str, Any]]:
+        """The ``variants`` part of the analysis input over ``(end - window, end]``.
+
+        ``end`` defaults to now (a naive datetime is taken as UTC); every query is
+        evaluated at that same instant.
+        Histograms: ``score`` plus one per name in ``features``. ``latency_p95_ms``
+        is None when the latency histogram exists but saw no request in the window.
+        Raises :class:`MissingSeries` listing every (metric, variant) without data.
+        """
+        at = datetime.now(UTC) if end is None else end
+        if at.tzinfo is None:  # a naive end is UTC, not the machine's local time
+            at = at.replace(tzinfo=UTC)
+        queries = build_queries(experiment, window, namespace)
+        answers = {key: self.query(q, at) for key, q in queries.items()}
+        missing: list[tuple[str, str]] = []
+        out: dict[str, dict[str, Any]] = {v: {"buckets": {}, "histograms": {}} for v in variants}
+
+        for key, metric in BUCKET_SERIES.items():
+            per = _buckets_by_variant(answers[key], metric)
+            for v in variants:
+                if v in per:
+                    out[v]["buckets"][key] = per[v]
+                else:
+                    missing.append((metric, v))
+
+        scores = _cumulative(answers["score"], SCORE_HISTOGRAM, ())
+        feats = _cumulative(answers["features"], FEATURE_HISTOGRAM, ("feature",))
+        for v in variants:
+            if (v,) in scores:
+                out[v]["histograms"]["score"] = histogram_bins(scores[(v,)], SCORE_HISTOGRAM, v)
+            else:
+                missing.append((SCORE_HISTOGRAM, v))
+            for f in features:
+                if (v, f) in feats:
+                    name = f'{FEATURE_HISTOGRAM}{{feature="{f}"}}'
+                    out[v]["histograms"][f] = histogram_bins(feats[(v, f)], name, v)
+                else:
+                    missing.append((f'{FEATURE_HISTOGRAM}{{feature="{f}"}}', v))
+
+        latency = _by_variant(answers["latency_p95_seconds"])
+        requests = _by_variant(answers["requests"])
+        errors = _by_variant(answers["errors"])
+        exposures = _by_variant(answers["exposures"])
+        for v in variants:
+            if v in latency:
+                # NaN: the histogram exists but no request fell in the window.
+                p95 = latency[v]
+                out[v]["latency_p95_ms"] = p95 * 1000.0 if math.isfinite(p95) else None
+            else:
+                missing.append((LATENCY_HISTOGRAM, v))
+            if v in requests:
+                out[v]["requests"] = requests[v]
+                # ranking_errors_total{endpoint="rank"} only appears after a first 5xx,
+                # so its absence next to a present requests series means 0 errors, not
+                # missing data. increase() extrapolates each series separately: clamp.
+                out[v]["errors"] = min(errors.get(v, 0.0), requests[v])
+            else:
+                missing.append((REQUESTS, v))
+            if v in exposures:
+                out[v]["exposures"] = exposures[v]
+            else:
+                missing.append((EXPOSURES, v))
+
+        if missing:
+            raise MissingSeries(*missing[0], missing=missing)
+        return out
+
+
+def _finite(value: float, metric: str, variant: str) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise BadSeries(metric, variant, f"value {value} is not a non-negative number")
+    return value
+
+
+def _buckets_by_variant(samples: list[Sample], metric: str) -> dict[str, list[float]]:
+    """(variant, bucket) samples -> per variant a list of N_ANALYSIS_BUCKETS values.
+
+    A bucket without a sample is 0, and only when the variant has other buckets
+    of the metric: the ranker pre-creates all 64 series at 0, so a present
+    metric has every bucket; a variant with none is left out (missing).
+    """
+    out: dict[str, list[float]] = {}
+    for labels, value in samples:
+        variant = labels.get("variant", "")
+        raw = labels.get("bucket", "")
+        if not raw.isdigit() or not 0 <= int(raw) < N_ANALYSIS_BUCKETS:
+            raise BadSeries(metric, variant, f"bucket label {raw!r} not in 0..63")
+        row = out.setdefault(variant, [0.0] * N_ANALYSIS_BUCKETS)
+        row[int(raw)] = _finite(value, metric, variant)
+    return out
+
+
+def _cumulative(
+    samples: list[Sample], metric: str, extra: tuple[str, ...]
+) -> dict[tuple[str, ...], dict[float, float]]:
+    """Histogram bucket samples -> {(variant, *extra labels): {le: cumulative count}}."""
+    out: dict[tuple[str, ...], dict[float, float]] = {}
+    for labels, value in samples:
+        key = (labels.get("variant", ""), *(labels.get(k, "") for k in extra))
+        le = float(labels.get("le", "nan"))
+        if math.isnan(le):
+            raise BadSeries(metric, key[0], f"bad le label {labels.get('le')!r}")
+        out.setdefault(key, {})[le] = _finite(value, metric, key[0])
+    return out
+
+
+def _by_variant(samples: list[Sample]) -> dict[str, float]:
+    return {labels.get("variant", ""): value for labels, value in samples}
+
+
+_DRIFT_ACTIONS = {"block": "block", "rollback": "rollback", "alert": "block"}
+
+
+def analysis_input(
+    *,
+    control: str,
+    weights: Mapping[str, float],
+    variants: Mapping[str, Mapping[str, Any]],
+    method: str = "sequential",
+    alpha: float = 0.05,
+    primary_metric: str = "ctr",
+    secondary_metrics: Sequence[str] | None = None,
+    guardrails: Mapping[str, float] | Sequence[Mapping[str, Any]] | None = None,
+    min_samples_per_variant: float = 1000,
+    srm_p_value: float = 0.001,
+    drift: Mapping[str, Any] | None = None,
+    mde: float | None = None,
+    elapsed_seconds: float | None = None,
+    max_duration_seconds: float | None = None,
+    experiment: str | None = None,
+) -> dict[str, Any]:
+    """The whole ``rankexp.analysis.analyze`` payload, validated with ``parse_input``.
+
+    ``weights`` are the effective weights of the window (percent, summing to 100).
+    ``guardrails`` as ``{metric: max}`` or the CRD's ``[{metric, max}]``. ``drift``:
+    ``{psi, ks_p_value (or ksPValue), action}`` where the CRD's ``alert`` maps to
+    ``block`` and ``none`` drops the histograms (no drift gating); None keeps the
+    analysis defaults. Raises ``rankexp.analysis.InputError`` on an invalid payload.
+    """
+    from rankexp.analysis import parse_input
+
+    data = {name: dict(v) for name, v in variants.items()}
+    payload: dict[str, Any] = {
+        "control": control,
+        "method": method,
+        "alpha": alpha,
+        "primary_metric": primary_metric,
+        "weights": dict(weights),
+        "guardrails": (
+            dict(guardrails) if isinstance(guardrails, Mapping)
+            else {str(g["metric"]): g["max"] for g in guardrails or ()}
+        ),
+        "min_samples_per_variant": min_samples_per_variant,
+        "srm_p_value": srm_p_value,
+    }  # fmt: skip
+    if experiment is not None:
+        payload["experiment"] = experiment
+    if secondary_metrics is not None:
+        payload["secondary_metrics"] = list(secondary_metrics)
+    if drift is not None:
+        action = str(drift.get("action", "block"))
+        if action == "none":
+            for v in data.values():
+                v.pop("histograms", None)
+        else:
+            cfg: dict[str, Any] = {"action": _DRIFT_ACTIONS.get(action, action)}
+            if "psi" in drift:
+                cfg["psi"] = drift["psi"]
+            ks = drift.get("ks_p_value", drift.get("ksPValue"))
+            if ks is not None:
+                cfg["ks_p_value"] = ks
+            payload["drift"] = cfg
+    for key, value in (
+        ("mde", mde),
+        ("elapsed_seconds", elapsed_seconds),
+        ("max_duration_seconds", max_duration_seconds),
+    ):
+        if value is not None:
+            payload[key] = value
+    payload["variants"] = data
+    parse_input(payload)
+    return payload
