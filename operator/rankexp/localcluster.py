@@ -38,6 +38,7 @@ import argparse
 import atexit
 import base64
 import contextlib
+import ctypes
 import datetime as dt
 import http.client
 import ipaddress
@@ -183,6 +184,20 @@ def ensure_binaries() -> Path:
 # -------------------------------------------------------------------------- processes
 
 
+_PR_SET_PDEATHSIG = 1
+try:  # resolved here, not in the forked child, where loading a library is unsafe
+    _prctl: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the parent dies, even by SIGKILL,
+    so a killed test run or CLI leaves no servers behind."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class ProcessExitedError(RuntimeError):
     """A managed process exited while it should be running."""
 
@@ -238,6 +253,7 @@ class Process:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         except BaseException:
             self._log.close()

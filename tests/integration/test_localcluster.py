@@ -257,3 +257,35 @@ def test_up_command_prints_export_first_serves_and_cleans_up_on_sigterm(tmp_path
                 os.kill(pid, signal.SIGKILL)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_children_die_with_a_killed_parent(tmp_path: Path) -> None:
+    """A parent killed with SIGKILL cannot clean up; its servers must still stop."""
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from rankexp.localcluster import Process\n"
+        f"p = Process('sleeper', ['sleep', '300'], log_path=Path({str(tmp_path)!r}) / 's.log')\n"
+        "p.start()\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+    ) as parent:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        os.kill(child, 0)  # running
+        parent.kill()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break
+        if state == "Z":  # dead, waiting for init to reap it
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("child outlived its SIGKILLed parent")
