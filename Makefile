@@ -68,6 +68,10 @@ fmt: setup ## Apply ruff's formatting and import order
 bench-ranker: models ## Ranker /rank latency at 200 req/s and saturation throughput: fast path vs naive path
 	$(PY) bench/bench_ranker.py --model $(MODELS)/v2
 
+.PHONY: bench-router
+bench-router: models ## Latency the router adds (p50/p99) and saturation throughput vs direct, same run
+	cd bench && ../$(PY) bench_router.py --model ../$(MODELS)/v2
+
 .PHONY: bench-stats
 bench-stats: setup ## Simulation: A/A false positives (sequential vs peeking), power, SRM detection
 	$(PY) bench/bench_stats.py
@@ -90,7 +94,3 @@ load: models ## Locust, headless and bounded (20 users, 20 s), against a local v
 .PHONY: simulate
 simulate: models ## Ground-truth users through a local v1/v2 50/50 router for 20 s
 	$(PY) -m rankexp.localstack -- $(VENV)/bin/ranker simulate --target {router} --duration 20
-
-.PHONY: bench-router
-bench-router: models ## Latency the router adds (p50/p99) and saturation throughput vs direct, same run
-	cd bench && ../$(PY) bench_router.py --model ../$(MODELS)/v2
