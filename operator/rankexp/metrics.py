@@ -361,6 +361,19 @@ def _by_variant(samples: list[Sample]) -> dict[str, float]:
 _DRIFT_ACTIONS = {"block": "block", "rollback": "rollback", "alert": "block"}
 
 
+def _guardrails_payload(
+    guardrails: Mapping[str, float] | Sequence[Mapping[str, Any]] | None,
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """``{metric: max}``, or the list as given when it has non-inferiority
+    entries (``{metric, nonInferiorityMargin}``), which only the list form holds."""
+    if isinstance(guardrails, Mapping):
+        return dict(guardrails)
+    items = [dict(g) for g in guardrails or ()]
+    if any("max" not in g for g in items):
+        return items
+    return {str(g["metric"]): g["max"] for g in items}
+
+
 def analysis_input(
     *,
     control: str,
@@ -382,7 +395,8 @@ def analysis_input(
     """The whole ``rankexp.analysis.analyze`` payload, validated with ``parse_input``.
 
     ``weights`` are the effective weights of the window (percent, summing to 100).
-    ``guardrails`` as ``{metric: max}`` or the CRD's ``[{metric, max}]``. ``drift``:
+    ``guardrails`` as ``{metric: max}`` or the CRD's ``[{metric, max}]``, whose entries
+    may also be ``{metric, nonInferiorityMargin}`` (then passed on as a list). ``drift``:
     ``{psi, ks_p_value (or ksPValue), action}`` where the CRD's ``alert`` maps to
     ``block`` and ``none`` drops the histograms (no drift gating); None keeps the
     analysis defaults. Raises ``rankexp.analysis.InputError`` on an invalid payload.
@@ -396,10 +410,7 @@ def analysis_input(
         "alpha": alpha,
         "primary_metric": primary_metric,
         "weights": dict(weights),
-        "guardrails": (
-            dict(guardrails) if isinstance(guardrails, Mapping)
-            else {str(g["metric"]): g["max"] for g in guardrails or ()}
-        ),
+        "guardrails": _guardrails_payload(guardrails),
         "min_samples_per_variant": min_samples_per_variant,
         "srm_p_value": srm_p_value,
     }  # fmt: skip

@@ -5,7 +5,7 @@ The control plane calls :func:`analyze` with a dict (or an
 the decision record back; :class:`InputError` names the bad field.
 """
 
-from rankexp.analysis.decide import DECISIONS, Comparison, analyze, compare
+from rankexp.analysis.decide import DECISIONS, Comparison, analyze, compare, inferiority_test
 from rankexp.analysis.drift import ks_binned, psi
 from rankexp.analysis.models import (
     METRICS,
@@ -14,6 +14,7 @@ from rankexp.analysis.models import (
     Histogram,
     InputError,
     VariantData,
+    parse_duration,
     parse_input,
 )
 from rankexp.analysis.power import (
@@ -27,8 +28,16 @@ from rankexp.analysis.sequential import (
     mixing_variance,
     msprt_log_lr,
     msprt_p_value,
+    msprt_p_value_below,
 )
-from rankexp.analysis.stats import fixed_test, holm, ratio_estimate, srm_test, welch_df
+from rankexp.analysis.stats import (
+    fixed_p_below,
+    fixed_test,
+    holm,
+    ratio_estimate,
+    srm_test,
+    welch_df,
+)
 
 __all__ = [
     "DECISIONS",
@@ -43,12 +52,16 @@ __all__ = [
     "compare",
     "cs_half_width",
     "design_effect",
+    "fixed_p_below",
     "fixed_test",
     "holm",
+    "inferiority_test",
     "ks_binned",
     "mixing_variance",
     "msprt_log_lr",
     "msprt_p_value",
+    "msprt_p_value_below",
+    "parse_duration",
     "parse_input",
     "power_at",
     "psi",

@@ -7,7 +7,8 @@ Order of the rules (the first that applies wins):
    mismatch (SRM p < ``srm_p_value``), or fewer exposures than
    ``min_samples_per_variant`` in some variant. Missing data never promotes
    or rolls back.
-2. Rollback: a treatment breaches a guardrail limit, loses significantly on
+2. Rollback: a treatment breaches a guardrail (above an absolute limit, or
+   shown inferior to control beyond a non-inferiority margin), loses significantly on
    the primary metric (Holm across treatments) or on a secondary metric
    (Holm across secondary metrics x treatments), or drifts when the drift
    action is ``rollback``.
@@ -29,8 +30,20 @@ import numpy as np
 
 from rankexp.analysis.drift import ks_binned, psi
 from rankexp.analysis.models import METRICS, AnalysisInput, parse_input
-from rankexp.analysis.sequential import cs_half_width, mixing_variance, msprt_p_value
-from rankexp.analysis.stats import fixed_test, holm, ratio_estimate, srm_test, welch_df
+from rankexp.analysis.sequential import (
+    cs_half_width,
+    mixing_variance,
+    msprt_p_value,
+    msprt_p_value_below,
+)
+from rankexp.analysis.stats import (
+    fixed_p_below,
+    fixed_test,
+    holm,
+    ratio_estimate,
+    srm_test,
+    welch_df,
+)
 
 DECISIONS = ("Hold", "Continue", "Promote", "Rollback", "Inconclusive")
 
@@ -102,6 +115,44 @@ def compare(
     )
 
 
+def inferiority_test(
+    control: tuple[float, float],
+    treatment: tuple[float, float],
+    margin: float,
+    *,
+    method: str,
+    kind: str = "ratio",
+    n_buckets: int = 64,
+    mde: float = 0.05,
+) -> tuple[float, float] | None:
+    """Is the treatment worse than control by more than ``margin`` (relative)?
+
+    One-sided test of ``H0: t / c - 1 >= -margin`` against ``< -margin`` on
+    the relative lift, with the delta-method variance ``compare`` uses for
+    the relative interval. ``fixed``: z (Welch's t for means); ``sequential``:
+    the always-valid mixture SPRT (mixing variance ``mde^2`` on the relative
+    scale, as for ``relative_ci``), so p <= alpha exactly when the upper end
+    of the confidence sequence lies below ``-margin``. Returns (relative lift,
+    p-value), or None when the control estimate is 0. A small p means
+    inferior with confidence; little data gives a large p.
+    """
+    (rc, vc), (rt, vt) = control, treatment
+    if rc == 0:
+        return None
+    rel = rt / rc - 1.0
+    rel_var = vt / rc**2 + rt**2 * vc / rc**4
+    if method == "sequential":
+        p = float(msprt_p_value_below(rel + margin, rel_var, mde**2))
+    else:
+        df = (
+            welch_df(vt / rc**2, rt**2 * vc / rc**4, n_buckets, n_buckets)
+            if kind == "mean"
+            else None
+        )
+        p = float(fixed_p_below(rel + margin, rel_var, df))
+    return rel, p
+
+
 def analyze(payload: Mapping[str, Any] | AnalysisInput) -> dict[str, Any]:
     """Validate ``payload`` and return the decision record (JSON-ready dict).
 
@@ -114,7 +165,12 @@ def analyze(payload: Mapping[str, Any] | AnalysisInput) -> dict[str, Any]:
     comparisons = _comparisons(m, metric_names, estimates)
     adjusted = _holm_families(m, metric_names, comparisons)
     srm_out = _srm(m, holds)
+    guardrail_metrics = [str(g) for g in m.non_inferiority if g not in metric_names]
+    guardrail_estimates = {**estimates, **_estimates(m, guardrail_metrics, holds)}
     guardrails_out, breaches = _guardrails(m, holds)
+    ni_out, ni_breaches = _non_inferiority(m, guardrail_estimates, holds)
+    guardrails_out += ni_out
+    breaches += ni_breaches
     drift_out, drifted = _drift(m, holds)
 
     decision, code, reason, winner = _decide(
@@ -179,8 +235,12 @@ def _estimates(
     return estimates
 
 
+def _n_buckets(m: AnalysisInput) -> int:
+    return next((len(s) for v in m.variants.values() for s in v.buckets.values()), 2)
+
+
 def _comparisons(m: AnalysisInput, metric_names: list[str], estimates: Estimates) -> Comparisons:
-    n_buckets = next((len(s) for v in m.variants.values() for s in v.buckets.values()), 2)
+    n_buckets = _n_buckets(m)
     out: Comparisons = {}
     for name in metric_names:
         out[name] = {}
@@ -313,12 +373,76 @@ def _guardrails(
             value = m.variants[t].scalar(metric)
             ok = None if value is None else value <= limit
             record.append(
-                {"metric": metric, "variant": t, "value": value, "limit": limit, "ok": ok}
+                {
+                    "metric": metric,
+                    "variant": t,
+                    "value": value,
+                    "limit": limit,
+                    "ok": ok,
+                    "kind": "absolute",
+                }
             )
             if value is None:
                 holds.append(("MissingData", f"no {metric} for {t}"))
             elif not ok:
                 breaches.append(f"{t} {metric} = {value:g} > {limit:g}")
+    return record, breaches
+
+
+def _non_inferiority(
+    m: AnalysisInput, estimates: Estimates, holds: list[tuple[str, str]]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Non-inferiority against control, on every treatment: breached when
+    the relative lift is below ``-margin`` with confidence (one-sided, Holm
+    across all non-inferiority checks at ``alpha``). A metric that cannot be
+    estimated holds (``_estimates`` already said why); it never breaches.
+    Returns (record, breaches)."""
+    n_buckets = _n_buckets(m)
+    margins = {str(k): v for k, v in m.non_inferiority.items()}
+    tests: dict[tuple[str, str], tuple[float, float] | None] = {}
+    for metric, margin in margins.items():
+        ctl = estimates[metric][m.control]
+        for t in _treatments(m):
+            trt = estimates[metric][t]
+            if ctl is None or trt is None:
+                tests[(metric, t)] = None
+                continue
+            tests[(metric, t)] = inferiority_test(
+                ctl,
+                trt,
+                margin,
+                method=m.method,
+                kind=METRICS[metric][2],
+                n_buckets=n_buckets,
+                mde=m.mde,
+            )
+            if tests[(metric, t)] is None:
+                holds.append(
+                    ("MissingData", f"{metric} of {m.control} is 0: no relative lift for {t}")
+                )
+    done = [(key, res) for key, res in tests.items() if res is not None]
+    adjusted = dict(zip([k for k, _ in done], holm([p for _, (_, p) in done]), strict=True))
+    record: list[dict[str, Any]] = []
+    breaches: list[str] = []
+    for (metric, t), res in tests.items():
+        margin = margins[metric]
+        ok = None if res is None else adjusted[(metric, t)] > m.alpha
+        record.append(
+            {
+                "metric": metric,
+                "variant": t,
+                "value": _num(res[0]) if res is not None else None,
+                "limit": -margin if margin else 0.0,
+                "ok": ok,
+                "kind": "non_inferiority",
+            }
+        )
+        if res is not None and not ok:
+            breaches.append(
+                f"{t} {metric} relative lift {_fmt_pct(res[0])} is below "
+                f"-{100.0 * margin:.2f}% (non-inferiority, one-sided adjusted p "
+                f"{adjusted[(metric, t)]:.3g} <= {m.alpha:g})"
+            )
     return record, breaches
 
 

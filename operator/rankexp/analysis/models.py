@@ -8,10 +8,12 @@ whose message starts with the dotted path of the offending field
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 MetricName = Literal["ctr", "engagement_rate", "dwell_time"]
 
@@ -27,6 +29,64 @@ KNOWN_GUARDRAILS = ("latency_p95_ms", "error_rate")
 
 Count = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+#: A relative non-inferiority margin: 0.02 = treatment may be at most 2 % worse.
+Margin = Annotated[float, Field(strict=True, ge=0, lt=1, allow_inf_nan=False)]
+
+#: Keys of a guardrails-list entry that ask for a non-inferiority check.
+_MARGIN_KEYS = ("nonInferiorityMargin", "non_inferiority_margin")
+
+#: Duration strings (key) accepted in place of the seconds fields (value).
+DURATION_FIELDS = {"max_duration": "max_duration_seconds", "elapsed": "elapsed_seconds"}
+
+_GO_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "\u00b5s": 1e-6,  # micro sign
+    "\u03bcs": 1e-6,  # Greek mu
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_GO_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration (``time.ParseDuration``): ``"24h"``,
+    ``"90m"``, ``"1h30m"``, ``"1.5h"``, ``"45s"``, ``"300ms"`` or ``"0"``.
+
+    Units ns, us, ms, s, m, h (and the micro signs); no days. Raises ``ValueError`` on
+    anything else, including negative durations.
+    """
+    s = text.strip()
+    if s.startswith("+"):
+        s = s[1:]
+    if s == "0":
+        return 0.0
+    if s.startswith("-"):
+        raise ValueError(f"{text!r} is negative")
+    pos, total = 0, 0.0
+    while pos < len(s):
+        match = _GO_PART.match(s, pos)
+        if match is None:
+            break
+        total += float(match.group(1)) * _GO_UNITS[match.group(2)]
+        pos = match.end()
+    if not s or pos != len(s):
+        raise ValueError(
+            f"{text!r} is not a duration like '24h', '90m', '1h30m' or '45s' "
+            "(units ns, us, ms, s, m, h)"
+        )
+    if not math.isfinite(total):
+        raise ValueError(f"{text!r} is too long")
+    return total
+
+
+def _field_error(field: str, message: str) -> PydanticCustomError:
+    """A validation error that :func:`parse_input` reports under ``field``."""
+    return PydanticCustomError(
+        "rankexp_field", "{field}: {message}", {"field": field, "message": message}
+    )
 
 
 class InputError(ValueError):
@@ -100,7 +160,11 @@ class AnalysisInput(BaseModel):
     primary_metric: MetricName = "ctr"
     secondary_metrics: list[MetricName] | None = None
     weights: dict[str, Count]
+    #: Absolute limits: metric -> max (a treatment above it breaches).
     guardrails: dict[str, Count] = Field(default_factory=dict)
+    #: Non-inferiority against control: metric -> relative margin. Filled
+    #: from the guardrails list's ``{metric, nonInferiorityMargin}`` entries.
+    non_inferiority: dict[MetricName, Margin] = Field(default_factory=dict)
     min_samples_per_variant: Count = 1000
     srm_p_value: Annotated[float, Field(ge=0, lt=1)] = 0.001
     drift: DriftConfig = Field(default_factory=DriftConfig)
@@ -109,18 +173,36 @@ class AnalysisInput(BaseModel):
     max_duration_seconds: Count | None = None
     variants: dict[str, VariantData]
 
-    @field_validator("guardrails", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _guardrail_list(cls, value: Any) -> Any:
-        # The CRD spells guardrails as [{metric, max}]; accept both forms.
-        if isinstance(value, list):
-            out: dict[str, Any] = {}
-            for i, item in enumerate(value):
-                if not isinstance(item, Mapping) or "metric" not in item or "max" not in item:
-                    raise ValueError(f"item {i} must be {{metric, max}}")
-                out[str(item["metric"])] = item["max"]
-            return out
-        return value
+    def _normalise(cls, data: Any) -> Any:
+        # The CRD spells guardrails as a list: [{metric, max}] (absolute) and
+        # [{metric, nonInferiorityMargin}] (against control); the dict form is
+        # {metric: max}. Durations may come as Go-style strings.
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        if isinstance(out.get("guardrails"), list):
+            limits, margins = _split_guardrails(out["guardrails"])
+            out["guardrails"] = limits
+            out["non_inferiority"] = {**dict(out.get("non_inferiority") or {}), **margins}
+        for key, seconds_key in DURATION_FIELDS.items():
+            raw = out.get(key)
+            if raw is None:
+                continue
+            if not isinstance(raw, str):
+                raise _field_error(
+                    key, f"must be a duration string like '24h' (or give {seconds_key})"
+                )
+            try:
+                value = parse_duration(raw)
+            except ValueError as exc:
+                raise _field_error(key, str(exc)) from None
+            given = out.get(seconds_key)
+            if given is not None and given != value:
+                raise _field_error(key, f"{raw!r} disagrees with {seconds_key} = {given!r}")
+            out[seconds_key] = value
+        return out
 
     def secondaries(self) -> list[str]:
         """Secondary metrics: as given, else every other metric with data."""
@@ -133,6 +215,42 @@ class AnalysisInput(BaseModel):
             if all(num in v.buckets and den in v.buckets for v in self.variants.values()):
                 out.append(name)
         return out
+
+
+def _split_guardrails(items: list[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The CRD's guardrails list as ({metric: max}, {metric: margin})."""
+    limits: dict[str, Any] = {}
+    margins: dict[str, Any] = {}
+    for i, item in enumerate(items):
+        keys = [k for k in _MARGIN_KEYS if isinstance(item, Mapping) and k in item]
+        if (
+            not isinstance(item, Mapping)
+            or "metric" not in item
+            or ("max" not in item and not keys)
+        ):
+            raise _field_error(
+                "guardrails",
+                f"item {i} must be {{metric, max}} or {{metric, nonInferiorityMargin}}",
+            )
+        if not keys:
+            limits[str(item["metric"])] = item["max"]
+            continue
+        where = f"guardrails[{i}]"
+        if "max" in item:
+            raise _field_error(where, "give max or nonInferiorityMargin, not both")
+        metric, margin = item["metric"], item[keys[0]]
+        if not isinstance(metric, str) or metric not in METRICS:
+            raise _field_error(
+                f"{where}.metric",
+                f"non-inferiority needs one of {', '.join(METRICS)}, got {metric!r}",
+            )
+        if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < 1:
+            raise _field_error(
+                f"{where}.{keys[0]}",
+                f"must be a relative margin in [0, 1) (0.02 = 2 % worse), got {margin!r}",
+            )
+        margins[metric] = float(margin)
+    return limits, margins
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -157,8 +275,12 @@ def parse_input(payload: Mapping[str, Any] | AnalysisInput) -> AnalysisInput:
         except ValidationError as exc:
             err = exc.errors()[0]
             extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            raise InputError(_loc(tuple(err["loc"])), msg + extra) from None
+            if err["type"] == "rankexp_field" and "ctx" in err:
+                field, msg = str(err["ctx"]["field"]), str(err["ctx"]["message"])
+            else:
+                field = _loc(tuple(err["loc"]))
+                msg = str(err["msg"]).removeprefix("Value error, ")
+            raise InputError(field, msg + extra) from None
     _check(model)
     return model
 

@@ -53,6 +53,20 @@ def msprt_p_value(diff: ArrayLike, var: ArrayLike, tau2: ArrayLike) -> FloatArra
     return np.asarray(p, dtype=np.float64)
 
 
+def msprt_p_value_below(diff: ArrayLike, var: ArrayLike, tau2: ArrayLike) -> FloatArray:
+    """Always-valid one-sided p-value of ``H0: theta >= 0`` against ``theta < 0``.
+
+    The two-sided p-value where the estimate is below zero, else 1. It is at
+    most alpha exactly when the upper end of the (1 - alpha) confidence
+    sequence is below zero; since that sequence covers theta at every look
+    with probability >= 1 - alpha, so does the one-sided bound (conservative:
+    it spends all of alpha on one side's boundary but is checked one-sidedly).
+    """
+    d = np.asarray(diff, dtype=np.float64)
+    p = np.where(d < 0, msprt_p_value(d, var, tau2), 1.0)
+    return np.asarray(p, dtype=np.float64)
+
+
 def cs_half_width(var: ArrayLike, tau2: ArrayLike, alpha: float) -> FloatArray:
     """Half-width of the (1 - alpha) confidence sequence around the estimate::
 

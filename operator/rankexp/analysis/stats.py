@@ -90,6 +90,20 @@ def fixed_test(
     return np.asarray(np.minimum(p, 1.0), dtype=np.float64), np.asarray(half, dtype=np.float64)
 
 
+def fixed_p_below(diff: ArrayLike, var: ArrayLike, df: ArrayLike | None = None) -> FloatArray:
+    """Classical one-sided p-value of ``H0: mean(diff) >= 0`` against ``< 0``.
+
+    ``Phi(diff / se)`` (z), or Student's t CDF with ``df`` degrees of freedom.
+    Small when ``diff`` lies clearly below zero.
+    """
+    z = _standardise(np.asarray(diff, dtype=np.float64), np.asarray(var, dtype=np.float64))
+    if df is None:
+        p = stats.norm.cdf(z)
+    else:
+        p = stats.t.cdf(z, np.asarray(df, dtype=np.float64))
+    return np.asarray(p, dtype=np.float64)
+
+
 def srm_test(observed: ArrayLike, weights: ArrayLike) -> tuple[FloatArray, FloatArray]:
     """Sample-ratio mismatch: Pearson chi-square of exposures against weights.
 

@@ -59,7 +59,8 @@ def test_example_file_gives_the_documented_record(capsys: pytest.CaptureFixture[
     assert isinstance(record["srm"]["p_value"], float)
     assert {g["metric"] for g in record["guardrails"]} == {"latency_p95_ms", "error_rate"}
     assert all(
-        set(g) == {"metric", "variant", "value", "limit", "ok"} for g in record["guardrails"]
+        set(g) == {"metric", "variant", "value", "limit", "ok", "kind"} and g["kind"] == "absolute"
+        for g in record["guardrails"]
     )
 
 
@@ -108,6 +109,12 @@ BAD = [
     (_set("variants.treatment.histograms.score.edges", [0, 1]), "histograms.score.edges"),
     (_set("variants.treatment.errors", 1e9), "variants.treatment.errors"),
     (_set("guardrails", {"cpu": 3}), "guardrails.cpu"),
+    (
+        _set("guardrails", [{"metric": "ctr", "nonInferiorityMargin": 2}]),
+        "guardrails[0].nonInferiorityMargin",
+    ),
+    (_set("max_duration", "1d"), "max_duration: '1d' is not a duration"),
+    (_set("elapsed", "6 hours"), "elapsed:"),
 ]
 
 

@@ -121,6 +121,7 @@ def test_guardrail_breach_rolls_back_a_winner() -> None:
             "value": 180.0,
             "limit": 100.0,
             "ok": False,
+            "kind": "absolute",
         }
     ]
 
