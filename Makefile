@@ -72,6 +72,10 @@ bench-ranker: models ## Ranker /rank latency at 200 req/s and saturation through
 bench-router: models ## Latency the router adds (p50/p99) and saturation throughput vs direct, same run
 	cd bench && ../$(PY) bench_router.py --model ../$(MODELS)/v2
 
+.PHONY: bench-loop
+bench-loop: models envtest ## Closed loop, real intervals: time for the operator to decide v1 vs v2 (CRD defaults; sample ramp)
+	$(PY) bench/bench_loop.py --models $(MODELS)
+
 .PHONY: bench-stats
 bench-stats: setup ## Simulation: A/A false positives (sequential vs peeking), power, SRM detection
 	$(PY) bench/bench_stats.py
@@ -88,9 +92,9 @@ crds: setup ## Render crds/*.yaml from the pydantic models in rankexp.api
 ##@ Data path
 .PHONY: load
 load: models ## Locust, headless and bounded (20 users, 20 s), against a local v1/v2 router on 127.0.0.1
-	$(PY) -m rankexp.localstack -- $(VENV)/bin/locust -f tests/load_test.py --headless \
+	$(PY) -m rankexp.local.stack -- $(VENV)/bin/locust -f tests/load_test.py --headless \
 	  -u 20 -r 10 -t 20s --host {router} --only-summary
 
 .PHONY: simulate
 simulate: models ## Ground-truth users through a local v1/v2 50/50 router for 20 s
-	$(PY) -m rankexp.localstack -- $(VENV)/bin/ranker simulate --target {router} --duration 20
+	$(PY) -m rankexp.local.stack -- $(VENV)/bin/ranker simulate --target {router} --duration 20

@@ -60,16 +60,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from pydantic import ValidationError
 
     from ranker.service import RankerSettings, create_app
 
-    settings = RankerSettings(
-        model=args.model,
-        variant=args.variant,
-        scoring=args.scoring,
-        cache_size=args.cache_size,
-        torch_threads=args.torch_threads,
-    )
+    try:
+        settings = RankerSettings(
+            model=args.model,
+            variant=args.variant,
+            scoring=args.scoring,
+            cache_size=args.cache_size,
+            torch_threads=args.torch_threads,
+            inject_latency_ms=args.inject_latency_ms,
+            inject_error_rate=args.inject_error_rate,
+        )
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            sys.stderr.write(f"ranker serve: {where}: {err['msg']}\n")
+        return 2
     app = create_app(settings)
     uvicorn.run(
         app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
@@ -119,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache-size", type=int, default=50_000)
     s.add_argument("--torch-threads", type=int, default=1)
     s.add_argument("--log-level", default="info")
+    s.add_argument(
+        "--inject-latency-ms", type=float, default=0.0, metavar="MS",
+        help="TEST ONLY: delay every /rank by MS milliseconds",
+    )  # fmt: skip
+    s.add_argument(
+        "--inject-error-rate", type=float, default=0.0, metavar="P",
+        help="TEST ONLY: answer this share of /rank requests with a 500",
+    )  # fmt: skip
     s.set_defaults(func=_cmd_serve)
 
     r = sub.add_parser("route", help="the experiment's sticky router")

@@ -15,8 +15,8 @@ import urllib.request
 from pathlib import Path
 
 from ranker.data import make_world
-from rankexp.localcluster import Process, free_ports, wait_for
-from rankexp.probe import is_ready
+from rankexp.local.cluster import Process, free_ports, wait_for
+from rankexp.local.probe import is_ready
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,11 @@
 """The experiment's entry point: sticky assignment of users to variants.
 
-bucket = routing_bucket(salt, user_id) in [0, 10000). Variants own contiguous
-bucket ranges laid out in a fixed order, control first, then the treatments in
-the config's order, each sized by its weight (weight% x 100 buckets). Raising
-a treatment's weight at the expense of control therefore only moves users from
-control into that treatment; nobody else changes variant. The hash is stable
-across processes and restarts.
+bucket = routing_bucket(salt, user_id) in [0, 10000); each variant owns weight% x 100
+buckets. Which ones is the config's stored allocation (``buckets`` per variant, kept by
+the operator in the routing ConfigMap and updated by :func:`ranker.allocation.reallocate`,
+so a weight change moves only the users it must, in A/B/n too). A config without
+``buckets`` uses the fixed layout: contiguous ranges, control first, then the treatments
+in config order. The hash is stable across processes and restarts.
 
 The router forwards POST /rank and POST /feedback to one of the variant's
 endpoints (round robin), adds the variant to the answer (the
@@ -41,8 +41,9 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ranker.allocation import AllocationError, Range, layout, owners, validate
 from ranker.asgi import Receive, Scope, Send
-from ranker.hashing import N_ROUTING_BUCKETS, routing_bucket
+from ranker.hashing import routing_bucket
 from ranker.upstream import Reply, Upstream, UpstreamError
 
 log = logging.getLogger("ranker.router")
@@ -54,6 +55,8 @@ class VariantRoute(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=63)]
     weight: Annotated[int, Field(ge=0, le=100)]
     endpoints: list[str] = Field(default_factory=list)
+    #: Owned routing buckets as half-open [lo, hi) ranges (the stored allocation).
+    buckets: list[Range] | None = None
 
 
 class RoutingConfig(BaseModel):
@@ -76,7 +79,25 @@ class RoutingConfig(BaseModel):
         total = sum(v.weight for v in self.variants)
         if total != 100:
             raise ValueError(f"weights must sum to 100, got {total}")
+        given = [v.buckets is not None for v in self.variants]
+        if any(given):
+            if not all(given):
+                raise ValueError("buckets must be given for every variant or for none")
+            try:
+                validate(
+                    {v.name: v.buckets or [] for v in self.variants},
+                    {v.name: v.weight for v in self.variants},
+                )
+            except AllocationError as exc:
+                raise ValueError(str(exc)) from None
         return self
+
+    def allocation(self) -> dict[str, list[Range]]:
+        """The stored allocation, or the fixed layout when the config has none."""
+        if self.variants[0].buckets is None:
+            ordered = self.ordered()
+            return layout([v.name for v in ordered], {v.name: v.weight for v in ordered})
+        return {v.name: list(v.buckets or []) for v in self.variants}
 
     def ordered(self) -> list[VariantRoute]:
         """Control first, then the treatments in config order: the range layout."""
@@ -91,7 +112,6 @@ def load_config(path: Path) -> RoutingConfig:
 @dataclass
 class _Variant:
     name: str
-    upper: int  # exclusive end of its bucket range
     upstreams: list[Upstream]
     rr: Iterator[int] = field(default_factory=lambda: itertools.count())
 
@@ -108,19 +128,14 @@ class RoutingTable:
         self.config = config
         self.salt = config.salt or config.experiment
         self.variants: list[_Variant] = []
-        upper = 0
         for v in config.ordered():
-            upper += v.weight * (N_ROUTING_BUCKETS // 100)
             ups = [pool.setdefault(u, Upstream(u)) for u in v.endpoints]
-            self.variants.append(_Variant(v.name, upper, ups))
+            self.variants.append(_Variant(v.name, ups))
         self.control = self.variants[0]
+        self._owner = owners(config.allocation(), [v.name for v in self.variants])
 
     def assign(self, user_id: int | str) -> _Variant:
-        b = routing_bucket(self.salt, user_id)
-        for v in self.variants:
-            if b < v.upper:
-                return v
-        return self.control  # unreachable: ranges cover [0, 10000)
+        return self.variants[self._owner[routing_bucket(self.salt, user_id)]]
 
 
 def assign_variant(config: RoutingConfig, user_id: int | str) -> str:

@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ranker.asgi import ASGIApp, Message, Receive, Scope, Send
 from ranker.data import CATEGORIES
 from ranker.engine import RankingEngine, Scoring
+from ranker.faults import FaultInjector
 from ranker.metrics import RankerMetrics
 from ranker.model import LoadedModel, ModelLoadError, load_model_dir
 from ranker.quality import QualityMonitor
@@ -43,6 +44,9 @@ class RankerSettings(BaseSettings):
     scoring: Scoring = "fast"
     cache_size: int = Field(default=50_000, ge=1)
     torch_threads: int = Field(default=1, ge=1)
+    # TEST ONLY (ranker.faults): slow or failing /rank on purpose.
+    inject_latency_ms: float = Field(default=0.0, ge=0.0, le=60_000.0)
+    inject_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class RankRequest(BaseModel):
@@ -257,5 +261,17 @@ def create_app(settings: RankerSettings, registry: CollectorRegistry | None = No
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    if settings.inject_latency_ms or settings.inject_error_rate:
+        log.warning(
+            "TEST ONLY fault injection on /rank: +%g ms latency, %g error rate",
+            settings.inject_latency_ms,
+            settings.inject_error_rate,
+        )
+        # added first, so the request metrics (added last, outermost) see the faults
+        app.add_middleware(
+            FaultInjector,
+            latency_ms=settings.inject_latency_ms,
+            error_rate=settings.inject_error_rate,
+        )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return app

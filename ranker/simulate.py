@@ -6,7 +6,8 @@ user's true probability, then a like and a dwell after a click; each event is
 sent back as POST /feedback. Because reactions come from the ground truth, a
 better model earns a measurably higher click-through rate.
 
-Bounded by ``--requests`` and/or ``--duration``; prints a progress line.
+Bounded by ``--requests`` and/or ``--duration``; paced at ``--rate`` feeds per second
+(default 50; 0 for as fast as ``--concurrency`` allows); prints a progress line.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ import aiohttp
 import numpy as np
 
 from ranker.data import World, make_world
+
+DEFAULT_RATE = 50.0
 
 
 @dataclass
@@ -59,6 +63,7 @@ class Simulator:
         concurrency: int = 8,
         seed: int = 0,
         users: int | None = None,
+        rate: float | None = None,
     ) -> None:
         self.target = target.rstrip("/")
         self.world = world or make_world()
@@ -66,7 +71,10 @@ class Simulator:
         self.concurrency = concurrency
         self.rng = np.random.default_rng(seed)
         self.n_users = min(users or self.world.n_users, self.world.n_users)
+        self.rate = rate if rate and rate > 0 else None
         self.stats = SimStats()
+        #: Set from any thread to end a run early.
+        self.stop = threading.Event()
 
     async def _one(self, session: aiohttp.ClientSession) -> None:
         user = int(self.rng.integers(0, self.n_users))
@@ -136,7 +144,14 @@ class Simulator:
             async def worker() -> None:
                 nonlocal issued
                 while time.monotonic() < deadline and (requests is None or issued < requests):
+                    if self.stop.is_set():
+                        return
                     issued += 1
+                    if self.rate is not None:
+                        # open-loop pacing: request i is due at start + i / rate
+                        delay = start + issued / self.rate - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
                     await self._one(session)
 
             async def progress() -> None:
@@ -165,6 +180,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--num-items", type=int, default=20)
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument(
+        "--rate", type=float, default=DEFAULT_RATE,
+        help=f"feeds per second (default {DEFAULT_RATE:g}; 0: as fast as the concurrency allows)",
+    )  # fmt: skip
     p.add_argument("--users", type=int, default=None, help="draw from the first N users only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--world-seed", type=int, default=7)
@@ -176,7 +195,7 @@ def run_cli(args: argparse.Namespace) -> int:
         return 2
     sim = Simulator(
         args.target, make_world(args.world_seed), args.num_items, args.concurrency, args.seed,
-        args.users,
+        args.users, rate=args.rate,
     )  # fmt: skip
     stats = asyncio.run(sim.run(args.requests, args.duration))
     return 0 if stats.requests > 0 else 1

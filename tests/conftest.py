@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from ranker.model import METADATA_FILE
-from rankexp.localcluster import Process, free_ports, wait_for
-from rankexp.localprom import LocalPrometheus
-from rankexp.probe import http_status
+from rankexp.local.cluster import Process, free_ports, wait_for
+from rankexp.local.probe import http_status
+from rankexp.local.prom import LocalPrometheus
 
 REPO = Path(__file__).resolve().parents[1]
 

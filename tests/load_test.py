@@ -1,7 +1,7 @@
 """Locust load test against the experiment's router (run by `make load`).
 
 Headless and bounded: `make load` starts v1 and v2 rankers and a 50/50 router
-on 127.0.0.1 (rankexp.localstack) and runs this for a fixed time. Never point it
+on 127.0.0.1 (rankexp.local.stack) and runs this for a fixed time. Never point it
 at anything but a loopback address.
 """
 

@@ -175,13 +175,52 @@ class Traffic(_Model):
 
 
 MetricName = Literal["ctr", "engagement_rate", "dwell_time"]
-GuardrailMetric = Literal["latency_p95_ms", "error_rate"]
+LIMIT_METRICS = ("latency_p95_ms", "error_rate")
+MARGIN_METRICS: tuple[str, ...] = get_args(MetricName)
+GuardrailMetric = Literal["latency_p95_ms", "error_rate", "ctr", "engagement_rate", "dwell_time"]
 DriftFeature = Annotated[str, Field(min_length=1, max_length=63)]
 
 
 class Guardrail(_Model):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "has(self.max) != has(self.nonInferiorityMargin)",
+                "a guardrail sets either max or nonInferiorityMargin",
+            ),
+            cel(
+                "!has(self.max) || self.metric in ['latency_p95_ms', 'error_rate']",
+                "max is for latency_p95_ms and error_rate",
+            ),
+            cel(
+                "!has(self.nonInferiorityMargin) || "
+                "self.metric in ['ctr', 'engagement_rate', 'dwell_time']",
+                "nonInferiorityMargin is for ctr, engagement_rate and dwell_time",
+            ),
+        )
+    )
+
     metric: GuardrailMetric = Field(description="Guarded metric.")
-    max: float = Field(ge=0, description="Absolute upper limit for any variant.")
+    max: float | None = Field(
+        default=None, ge=0, description="Absolute upper limit for any treatment."
+    )
+    non_inferiority_margin: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description="Relative margin: roll back when a treatment is shown worse than "
+        "control by more than this (0.02 = 2 %).",
+    )
+
+    @model_validator(mode="after")
+    def _mirror_cel_rules(self) -> Guardrail:
+        if (self.max is None) == (self.non_inferiority_margin is None):
+            raise ValueError("a guardrail sets either max or nonInferiorityMargin")
+        if self.max is not None and self.metric not in LIMIT_METRICS:
+            raise ValueError("max is for latency_p95_ms and error_rate")
+        if self.non_inferiority_margin is not None and self.metric not in MARGIN_METRICS:
+            raise ValueError("nonInferiorityMargin is for ctr, engagement_rate and dwell_time")
+        return self
 
 
 class DriftSpec(_Model):
@@ -214,7 +253,10 @@ class Analysis(_Model):
         default="24h", description="After this the experiment ends Inconclusive."
     )
     guardrails: list[Guardrail] = Field(
-        default_factory=list, max_length=8, description="Absolute limits."
+        default_factory=list,
+        max_length=8,
+        description="Absolute limits {metric, max} (latency_p95_ms, error_rate) and "
+        "non-inferiority margins against control {metric, nonInferiorityMargin}.",
     )
     srm_p_value: float = Field(
         default=0.001, gt=0, lt=1, description="Sample-ratio-mismatch threshold."
@@ -224,6 +266,16 @@ class Analysis(_Model):
 
 class AutoAction(_Model):
     auto: bool = Field(default=False, description="Act without a human.")
+
+
+class Promotion(_Model):
+    auto: bool = Field(default=False, description="Promote a significant winner without a human.")
+    approved_variant: str | None = Field(
+        default=None,
+        max_length=63,
+        description="Set by a person (or `rankexp promote`) to promote this variant now; "
+        "the operator never writes it.",
+    )
 
 
 class ExperimentSpec(_Model):
@@ -245,6 +297,11 @@ class ExperimentSpec(_Model):
                 "self.variants.exists(v, v.name == self.control)",
                 "control must name one of the variants",
             ),
+            cel(
+                "!has(self.promotion) || !has(self.promotion.approvedVariant) || "
+                "self.variants.exists(v, v.name == self.promotion.approvedVariant)",
+                "promotion.approvedVariant must name one of the variants",
+            ),
         )
     )
 
@@ -256,7 +313,7 @@ class ExperimentSpec(_Model):
     control: str = Field(min_length=1, max_length=63, description="Name of the control variant.")
     traffic: Traffic | None = Field(default=None, description="Traffic ramp.")
     analysis: Analysis | None = Field(default=None, description="Statistics settings.")
-    promotion: AutoAction | None = Field(default=None, description="Promote the winner.")
+    promotion: Promotion | None = Field(default=None, description="Promote the winner.")
     rollback: AutoAction | None = Field(default=None, description="Roll back on a loss.")
     paused: bool = Field(
         default=False, description="Freeze all changes to the children while true."
@@ -275,6 +332,9 @@ class ExperimentSpec(_Model):
             errors.append("variant names must be unique")
         if self.control not in names:
             errors.append("control must name one of the variants")
+        approved = self.promotion.approved_variant if self.promotion else None
+        if approved is not None and approved not in names:
+            errors.append("promotion.approvedVariant must name one of the variants")
         for v in self.variants:
             if not re.match(DNS_LABEL, v.name):
                 errors.append("variant name must be a DNS label")
@@ -307,38 +367,141 @@ class TrafficWeight(_Model):
     weight: int = Field(ge=0, le=100)
 
 
+Name = Annotated[str, Field(max_length=63)]
+Reason = Annotated[str, Field(max_length=4096)]
+Decision = Literal["Hold", "Continue", "Promote", "Rollback", "Inconclusive"]
+ActionType = Literal["Start", "Ramp", "Promote", "Rollback", "Inconclusive"]
+
+
 class VariantStatus(_Model):
     name: str = Field(max_length=63)
     ready_replicas: int = Field(default=0, ge=0)
-    impressions: int | None = Field(default=None, ge=0)
-    clicks: int | None = Field(default=None, ge=0)
+    exposures: float | None = Field(default=None, description="Feeds the router served.")
+    impressions: float | None = Field(default=None, description="Items shown.")
+    clicks: float | None = None
     ctr: float | None = None
     latency_p95_ms: float | None = None
     error_rate: float | None = None
 
 
-class FeatureDrift(_Model):
-    name: str = Field(max_length=63)
+class TrafficPeriod(_Model):
+    since: datetime = Field(description="When these weights took effect.")
+    weights: list[TrafficWeight] = Field(max_length=MAX_VARIANTS)
+
+
+class Action(_Model):
+    """The last traffic action. The operator writes it to the routing ConfigMap (annotation
+    rankexp.io/last-action) before status, so a crash in between is finished on restart."""
+
+    seq: int = Field(ge=0, description="Action number, increasing for the object's life.")
+    type: ActionType
+    time: datetime
+    generation: int | None = None
+    design: str = Field(max_length=64, description="Hash of the spec the run was started for.")
+    step: int = Field(default=0, ge=0, description="Index of the traffic stage in force.")
+    stages: int = Field(default=1, ge=1, description="Number of traffic stages of the run.")
+    weights: list[TrafficWeight] = Field(max_length=MAX_VARIANTS)
+    scaled_down: list[Name] = Field(
+        default_factory=list, max_length=MAX_VARIANTS, description="Variants at 0 replicas."
+    )
+    outcome: Literal["Promoted", "RolledBack", "Inconclusive"] | None = None
+    winner: str | None = Field(default=None, max_length=63)
+    reason: str = Field(default="", max_length=4096)
+
+
+class Window(_Model):
+    start: datetime
+    end: datetime
+
+
+class Estimate(_Model):
+    metric: Name
+    value: float | None = None
+    std_error: float | None = None
+
+
+class VariantEvidence(_Model):
+    name: Name
+    exposures: float | None = None
+    expected_share: float | None = Field(
+        default=None, description="Share of exposures the weights in force over the window imply."
+    )
+    estimates: list[Estimate] = Field(default_factory=list, max_length=8)
+
+
+class ComparisonEvidence(_Model):
+    variant: Name
+    metric: Name
+    lift: float | None = None
+    relative_lift: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    relative_ci_low: float | None = None
+    relative_ci_high: float | None = None
+    p_value: float | None = None
+    p_value_adjusted: float | None = None
+    significant: bool = False
+    test: str | None = Field(default=None, max_length=16)
+
+
+class DriftEvidence(_Model):
+    histogram: Name
+    variant: Name
     psi: float | None = None
+    ks_statistic: float | None = None
     ks_p_value: float | None = None
+    ok: bool | None = None
+    gating: bool = True
 
 
-class DriftStatus(_Model):
-    detected: bool = False
-    features: list[FeatureDrift] = Field(default_factory=list, max_length=33)
+class GuardrailEvidence(_Model):
+    metric: Name
+    variant: Name
+    value: float | None = None
+    limit: float | None = None
+    ok: bool | None = None
+    kind: Literal["absolute", "non_inferiority"]
+
+
+class SampleProgress(_Model):
+    variant: Name
+    observed: float | None = None
+    required: float | None = None
+    progress_percent: float | None = None
+
+
+class PowerEvidence(_Model):
+    metric: Name
+    unit: str = Field(max_length=32, description="What the sample counts: impressions, ...")
+    mde: float | None = Field(default=None, description="Relative minimum detectable effect.")
+    power: float | None = None
+    baseline: float | None = None
+    design_effect: float | None = None
+    required_per_variant: float | None = None
+    variants: list[SampleProgress] = Field(default_factory=list, max_length=MAX_VARIANTS)
 
 
 class AnalysisStatus(_Model):
     time: datetime | None = None
-    samples: int | None = None
-    p_value: float | None = None
-    lift: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
+    window: Window | None = None
+    decision: Decision | None = None
+    reason_code: str | None = Field(default=None, max_length=64)
+    reason: str | None = Field(default=None, max_length=4096)
+    winner: str | None = Field(
+        default=None, max_length=63, description="The winner the analysis proposes."
+    )
+    primary_metric: str | None = Field(default=None, max_length=32)
+    method: str | None = Field(default=None, max_length=16)
+    lift: float | None = Field(
+        default=None, description="Relative lift of the best treatment on the primary metric."
+    )
+    p_value: float | None = Field(default=None, description="Its (Holm-adjusted) p-value.")
     srm_p_value: float | None = None
-    drift: DriftStatus | None = None
-    decision: Literal["Hold", "Continue", "Promote", "Rollback", "Inconclusive"] | None = None
-    reason: str | None = Field(default=None, max_length=1024)
+    variants: list[VariantEvidence] = Field(default_factory=list, max_length=MAX_VARIANTS)
+    comparisons: list[ComparisonEvidence] = Field(default_factory=list, max_length=40)
+    drift: list[DriftEvidence] = Field(default_factory=list, max_length=330)
+    guardrails: list[GuardrailEvidence] = Field(default_factory=list, max_length=80)
+    required_samples: PowerEvidence | None = None
 
 
 def _condition_list(description: str) -> Any:
@@ -357,9 +520,18 @@ class ExperimentStatus(_Model):
     observed_generation: int | None = Field(default=None, description="Last handled generation.")
     phase: Phase | None = Field(default=None, description="Summary of the conditions.")
     conditions: list[Condition] = _condition_list("Ready, Progressing, Degraded, Concluded.")
+    started_at: datetime | None = Field(
+        default=None, description="When the run first became Running: the window's start."
+    )
     traffic: list[TrafficWeight] = Field(
         default_factory=list, max_length=MAX_VARIANTS, description="Effective weights."
     )
+    traffic_history: list[TrafficPeriod] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Weights in force since the run started (for the sample-ratio check).",
+    )
+    last_action: Action | None = Field(default=None, description="The last traffic action.")
     variants: list[VariantStatus] = Field(
         default_factory=list, max_length=MAX_VARIANTS, description="Per-variant observations."
     )

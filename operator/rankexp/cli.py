@@ -1,9 +1,14 @@
 """The ``rankexp`` command line: one subcommand per job.
 
 ``rankexp analyze FILE.json`` (``-`` for stdin) prints the decision record.
-Exit codes: 0 success, 2 bad usage or bad input (the message names the field).
-Add a subcommand by writing a ``_cmd_<name>(args) -> int`` and registering it
-in :func:`build_parser`.
+``rankexp status NAME [-n NS]`` prints an Experiment's phase, traffic and evidence.
+``rankexp promote NAME VARIANT [-n NS]`` approves a promotion: it sets
+``spec.promotion.approvedVariant`` (a field people write; the operator never does).
+The same commands ship as a kubectl plugin: ``kubectl rankexp status NAME``.
+
+Exit codes: 0 success, 1 the cluster said no (not found, rejected), 2 bad usage or bad
+input (the message names the field). Add a subcommand by writing a
+``_cmd_<name>(args) -> int`` and registering it in :func:`build_parser`.
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 
@@ -52,11 +58,129 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _kube(args: argparse.Namespace) -> tuple[Any, str]:
+    """(CustomObjectsApi, namespace): the kubeconfig's current context, as kubectl."""
+    from kubernetes import client, config
+
+    kubeconfig = args.kubeconfig
+    try:
+        api_client = config.new_client_from_config(config_file=kubeconfig, context=args.context)  # type: ignore[no-untyped-call]
+        namespace = args.namespace
+        if namespace is None:
+            _, current = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+            namespace = (current or {}).get("context", {}).get("namespace") or "default"
+    except (config.ConfigException, OSError, TypeError) as exc:
+        raise ValueError(f"no usable kubeconfig: {exc}") from None
+    return client.CustomObjectsApi(api_client), namespace
+
+
+def _api_message(exc: Any) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (TypeError, ValueError):
+        return str(exc.reason)
+
+
+def _get_experiment(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any]]:
+    from rankexp.api import GROUP, VERSION
+
+    api, namespace = _kube(args)
+    obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, "experiments", args.name)
+    return api, namespace, obj
+
+
+class _Refused(Exception):
+    """A check failed before anything was written: exit 2 with this message."""
+
+
+def _against_cluster(
+    args: argparse.Namespace, work: Callable[[Any, str, dict[str, Any]], str]
+) -> int:
+    """Read the Experiment, run ``work(api, namespace, obj)``, print what it returns;
+    every failure is one line on stderr and an exit code."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        api, namespace, obj = _get_experiment(args)
+        sys.stdout.write(work(api, namespace, obj))
+    except (ValueError, _Refused) as exc:
+        sys.stderr.write(f"{args.prog}: {exc}\n")
+        return EXIT_BAD_INPUT
+    except ApiException as exc:
+        sys.stderr.write(f"{args.prog}: {_api_message(exc)}\n")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from rankexp.statusview import render
+
+    def show(_api: Any, _namespace: str, obj: dict[str, Any]) -> str:
+        if args.output == "json":
+            return json.dumps(obj.get("status") or {}, indent=2) + "\n"
+        return render(obj)
+
+    return _against_cluster(args, show)
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from rankexp.api import GROUP, VERSION
+
+    def approve(api: Any, namespace: str, obj: dict[str, Any]) -> str:
+        names = [v.get("name") for v in (obj.get("spec") or {}).get("variants") or []]
+        if args.variant not in names:
+            raise _Refused(
+                f"variant: {args.variant!r} is not a variant of {args.name} "
+                f"({', '.join(map(str, names))})"
+            )
+        patch = {"spec": {"promotion": {"approvedVariant": args.variant}}}
+        api.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "experiments", args.name, patch
+        )
+        phase = (obj.get("status") or {}).get("phase")
+        return (
+            f"experiment {namespace}/{args.name}: promotion of {args.variant} approved "
+            f"(spec.promotion.approvedVariant); the operator acts at its next tick "
+            f"(phase now {phase})\n"
+        )
+
+    return _against_cluster(args, approve)
+
+
+def _cluster_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", "--namespace", default=None, help="default: the context's namespace")
+    p.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG or ~/.kube/config")
+    p.add_argument("--context", default=None, help="kubeconfig context")
+
+
+def build_parser(prog: str = "rankexp") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rankexp", description="Online A/B experiments for feed-ranking models."
+        prog=prog, description="Online A/B experiments for feed-ranking models."
     )
+    parser.set_defaults(prog=prog)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    status = sub.add_parser(
+        "status",
+        help="print an Experiment's phase, traffic and evidence",
+        description="Phase, traffic per variant, conditions and the latest analysis "
+        "(comparisons, sample-ratio check, guardrails, drift, required samples).",
+    )
+    status.add_argument("name", help="the Experiment")
+    status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    _cluster_flags(status)
+    status.set_defaults(func=_cmd_status)
+
+    promote = sub.add_parser(
+        "promote",
+        help="approve the promotion of a variant (sets spec.promotion.approvedVariant)",
+        description="Approve a promotion: the operator promotes VARIANT at its next tick "
+        "(100 %% of users, the other variants scaled to 0).",
+    )
+    promote.add_argument("name", help="the Experiment")
+    promote.add_argument("variant", help="the variant to promote")
+    _cluster_flags(promote)
+    promote.set_defaults(func=_cmd_promote)
 
     analyze = sub.add_parser(
         "analyze",
@@ -70,11 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str = "rankexp") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)  # exits 2 itself on bad usage
     code: int = args.func(args)
     return code
+
+
+def kubectl_main(argv: Sequence[str] | None = None) -> int:
+    """``kubectl rankexp ...``: kubectl finds the ``kubectl-rankexp`` executable on PATH."""
+    return main(argv, prog="kubectl rankexp")
 
 
 if __name__ == "__main__":

@@ -315,6 +315,54 @@ class ExperimentMetrics:
             raise MissingSeries(*missing[0], missing=missing)
         return out
 
+    def exposures_between(
+        self,
+        experiment: str,
+        segments: Sequence[tuple[datetime, datetime]],
+        *,
+        namespace: str | None = None,
+    ) -> list[float]:
+        """Feeds the router served (all variants together) in each ``(start, end)``.
+
+        For the sample-ratio check across weight changes: each period's share of the
+        window's exposures weights that period's traffic split. A period too short for
+        ``increase()`` (fewer than two samples) served no measurable traffic: 0.
+        """
+        sel = selector(experiment, namespace)
+        out: list[float] = []
+        for start, end in segments:
+            window = format_window(max(end - start, timedelta(seconds=1)))
+            samples = self.query(f"sum(increase({EXPOSURES}{sel}[{window}]))", end)
+            value = samples[0][1] if samples else 0.0
+            out.append(value if math.isfinite(value) and value > 0 else 0.0)
+        return out
+
+    def stale(
+        self,
+        experiment: str,
+        variants: Sequence[str],
+        at: datetime | None = None,
+        *,
+        namespace: str | None = None,
+    ) -> list[str]:
+        """What has no live series at ``at``: each variant without a scraped ranker, and
+        ``router`` without a scraped router.
+
+        A range query keeps reading the samples of a process that died; an instant
+        query does not (Prometheus marks a target's series stale at its first failed
+        scrape), so this tells a window of old data from a live experiment.
+        """
+        at = datetime.now(UTC) if at is None else at
+        sel = selector(experiment, namespace)
+        rankers = {
+            labels.get("variant", "")
+            for labels, _ in self.query(f"count by (variant) ({REQUESTS}{sel})", at)
+        }
+        out = [v for v in variants if v not in rankers]
+        if not self.query(f"count({EXPOSURES}{sel})", at):
+            out.append("router")
+        return out
+
 
 def _finite(value: float, metric: str, variant: str) -> float:
     if not math.isfinite(value) or value < 0:
@@ -430,6 +478,8 @@ def analysis_input(
             ks = drift.get("ks_p_value", drift.get("ksPValue"))
             if ks is not None:
                 cfg["ks_p_value"] = ks
+            if drift.get("histograms") is not None:
+                cfg["histograms"] = list(drift["histograms"])
             payload["drift"] = cfg
     for key, value in (
         ("mde", mde),

@@ -3,8 +3,12 @@
 Plain functions over a small :class:`ChildStore` protocol (:class:`KubeChildStore`:
 server-side apply against the API server), callable from kopf handlers and from tests
 without a running operator. Nothing here writes the Experiment: the caller turns the
-returned :class:`Outcome` into ``patch.status`` and Kubernetes Events, and never touches
+returned :class:`Outcome` into a status patch and Kubernetes Events, and never touches
 ``spec``.
+
+The routing in force is the run's last action (:mod:`rankexp.rollout`): a new Experiment
+or a changed design starts a run; an action found in the routing ConfigMap but not yet in
+status (the operator died in between) is finished here, without deciding anything again.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from pydantic import ValidationError
 
 from rankexp import conditions as cond
 from rankexp import resources as res
-from rankexp.api import ExperimentSpec
+from rankexp import rollout
+from rankexp.api import GROUP, VERSION, ExperimentSpec
+from rankexp.rollout import ActionRecord
 
 FIELD_MANAGER = "rankexp-operator"
 CHILD_KINDS = ("Deployment", "Service", "ConfigMap")
@@ -108,6 +114,80 @@ class KubeChildStore:
             if exc.status != 404:
                 raise
 
+    # --- the Experiment itself (status only: the operator never writes spec) -----------
+
+    def get_experiment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            obj = client.CustomObjectsApi(self._api_client).get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "experiments", name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], obj)
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """A JSON merge patch of the status subresource (None deletes a field)."""
+        from kubernetes import client
+
+        client.CustomObjectsApi(self._api_client).patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            "experiments",
+            name,
+            {"status": dict(status)},
+            _content_type="application/merge-patch+json",
+        )
+
+    def create_event(
+        self,
+        involved: Mapping[str, Any],
+        *,
+        name: str,
+        type_: str,
+        reason: str,
+        message: str,
+        now: str,
+    ) -> bool:
+        """Create an Event with a fixed name; False when it exists already (so an action
+        that is finished twice after a crash is announced once)."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        meta = involved["metadata"]
+        event: Any = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", f"{GROUP}/{VERSION}"),
+                "kind": involved.get("kind", "Experiment"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message,
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            client.CoreV1Api(self._api_client).create_namespaced_event(meta["namespace"], event)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
 
 @dataclass(frozen=True)
 class Event:
@@ -126,29 +206,33 @@ class Outcome:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    #: An action applied (or finished) by this call: announce it with its fixed-name Event.
+    action: ActionRecord | None = None
 
 
 def _describe(keys: Iterable[tuple[str, str]]) -> str:
     return ", ".join(f"{kind} {name}" for kind, name in keys)
 
 
-def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     refs = obj.get("metadata", {}).get("ownerReferences") or []
     return any(ref.get("uid") == uid for ref in refs)
 
 
-def _weights_text(weights: Mapping[str, int]) -> str:
-    return ", ".join(f"{name}={weight}" for name, weight in weights.items())
-
-
-def _traffic_status(weights: Mapping[str, int]) -> list[dict[str, Any]]:
-    return [{"variant": name, "weight": weight} for name, weight in weights.items()]
-
-
-def _ready_replicas(deployment: Mapping[str, Any] | None) -> int:
+def _ready_replicas(deployment: Mapping[str, Any] | None, wanted: int) -> int:
+    """Ready replicas of the Deployment's *current* template, as ``kubectl rollout status``
+    counts them: 0 until the controller has observed the latest generation and updated
+    the pods, so pods of an older template (say, another model) never count."""
     if not deployment:
         return 0
-    return int((deployment.get("status") or {}).get("readyReplicas") or 0)
+    status = deployment.get("status") or {}
+    generation = (deployment.get("metadata") or {}).get("generation")
+    observed = status.get("observedGeneration")
+    if generation is not None and (observed is None or int(observed) < int(generation)):
+        return 0
+    updated = int(status.get("updatedReplicas") or 0)
+    ready = int(status.get("readyReplicas") or 0)
+    return min(ready, updated) if wanted > 0 else ready
 
 
 def readiness(
@@ -156,32 +240,48 @@ def readiness(
     spec: ExperimentSpec,
     deployments: Mapping[str, Mapping[str, Any]],
     previous_variants: Iterable[Mapping[str, Any]] = (),
+    replicas: Mapping[str, int] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Per-variant status entries (readyReplicas from the child Deployments, other fields
-    carried over from the previous status) and the names of components not yet ready."""
+    carried over from the previous status) and the names of components not yet ready.
+    ``replicas`` are the wanted replicas (the spec's, 0 for variants a run scaled down)."""
     previous = {v.get("name"): dict(v) for v in previous_variants}
+    wanted = dict(replicas) if replicas is not None else {v.name: v.replicas for v in spec.variants}
     entries: list[dict[str, Any]] = []
     waiting: list[str] = []
     for variant in spec.variants:
         name = res.variant_child_name(experiment.name, variant.name)
-        ready = _ready_replicas(deployments.get(name))
+        want = wanted.get(variant.name, variant.replicas)
+        ready = _ready_replicas(deployments.get(name), want)
         entry = {**previous.get(variant.name, {}), "name": variant.name, "readyReplicas": ready}
         entries.append(entry)
-        if ready < variant.replicas:
-            waiting.append(f"{variant.name} {ready}/{variant.replicas}")
-    router_ready = _ready_replicas(deployments.get(res.router_name(experiment.name)))
+        if ready < want:
+            waiting.append(f"{variant.name} {ready}/{want}")
+    router_ready = _ready_replicas(deployments.get(res.router_name(experiment.name)), 1)
     if router_ready < 1:
         waiting.append(f"router {router_ready}/1")
     return entries, waiting
 
 
 def _phase(previous: str | None, all_ready: bool) -> str:
-    if previous in FINAL_PHASES:
+    """Pending until every component is ready for the first time, then Running until the
+    run concludes (a pod lost later shows in Ready, not in the phase)."""
+    if previous is not None and (previous in FINAL_PHASES or previous == "Running"):
         return previous
     return "Running" if all_ready else "Pending"
 
 
-def _readiness_conditions(
+def with_phase(
+    status: dict[str, Any], previous_phase: str | None, all_ready: bool, started: Any, now: str
+) -> dict[str, Any]:
+    """Set ``phase``, and ``startedAt`` when the run first becomes Running."""
+    status["phase"] = _phase(previous_phase, all_ready)
+    if status["phase"] == "Running" and not started:
+        status["startedAt"] = now
+    return status
+
+
+def readiness_conditions(
     conditions: list[dict[str, Any]], waiting: list[str], generation: int | None, now: str
 ) -> list[dict[str, Any]]:
     if waiting:
@@ -273,6 +373,102 @@ def failed(body: Mapping[str, Any], reason: str, message: str) -> Outcome:
     return _failed(status, reason, message, body["metadata"].get("generation"), cond.utcnow())
 
 
+def current_action(
+    status: Mapping[str, Any], configmap: Mapping[str, Any] | None
+) -> tuple[ActionRecord | None, bool]:
+    """The action in force (the newer of status and the routing ConfigMap's annotation)
+    and whether status still lags behind it."""
+    in_status = ActionRecord.from_status(status.get("lastAction"))
+    annotations = ((configmap or {}).get("metadata") or {}).get("annotations") or {}
+    in_configmap = ActionRecord.from_status(annotations.get(rollout.ACTION_ANNOTATION))
+    record = rollout.latest(in_status, in_configmap)
+    lagging = record is not None and (in_status is None or record.seq > in_status.seq)
+    return record, lagging
+
+
+def list_children(
+    store: ChildStore, experiment: res.ExperimentRef
+) -> dict[tuple[str, str], dict[str, Any]]:
+    selector = f"{res.LABEL_MANAGED_BY}={res.MANAGER}"
+    existing: dict[tuple[str, str], dict[str, Any]] = {}
+    for kind in CHILD_KINDS:
+        for obj in store.list(kind, experiment.namespace, selector):
+            existing[res.child_key(obj)] = obj
+    return existing
+
+
+def routing_configmap(
+    experiment: res.ExperimentRef, existing: Mapping[tuple[str, str], dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The experiment's own routing ConfigMap, if there is one."""
+    found = existing.get(("ConfigMap", res.routing_configmap_name(experiment.name)))
+    return found if found is not None and owned_by(found, experiment.uid) else None
+
+
+@dataclass
+class Applied:
+    children: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    conflicts: list[tuple[str, str]] = field(default_factory=list)
+
+
+def apply_children(
+    store: ChildStore,
+    body: Mapping[str, Any],
+    spec: ExperimentSpec,
+    record: ActionRecord,
+    existing: Mapping[tuple[str, str], dict[str, Any]],
+) -> Applied:
+    """Apply every child for the routing of ``record`` (server-side apply: unchanged
+    children are no-ops) and delete the ones no longer wanted. Nothing is applied when
+    another experiment's children hold one of the names (``conflicts``)."""
+    experiment = res.ExperimentRef.from_body(body)
+    desired = res.desired_children(
+        experiment,
+        spec,
+        record.weights,
+        res.previous_allocation(routing_configmap(experiment, existing)),
+        replicas=rollout.replicas(spec, record),
+        action=record.annotation(),
+    )
+    kopf.adopt(desired, owner=cast(kopf.Body, dict(body)))
+    result = Applied()
+    result.conflicts = [
+        key
+        for child in desired
+        if (key := res.child_key(child)) in existing
+        and not owned_by(existing[key], experiment.uid)
+        and existing[key]["metadata"].get("labels", {}).get(res.LABEL_EXPERIMENT) != experiment.name
+    ]
+    if result.conflicts:
+        return result
+    # The ConfigMap (which carries the action) goes first, so a routing change is on
+    # record before any Deployment scales for it.
+    ordered = sorted(desired, key=lambda c: c["kind"] != "ConfigMap")
+    for child in ordered:
+        key = res.child_key(child)
+        before = existing.get(key)
+        after = store.apply(child)
+        result.children[key] = after
+        if before is None:
+            result.created.append(f"{key[0]} {key[1]}")
+        elif before["metadata"].get("resourceVersion") != after["metadata"].get("resourceVersion"):
+            result.updated.append(f"{key[0]} {key[1]}")
+    desired_keys = {res.child_key(c) for c in desired}
+    for key, obj in sorted(existing.items()):
+        labels = obj["metadata"].get("labels") or {}
+        if key in desired_keys or labels.get(res.LABEL_EXPERIMENT) != experiment.name:
+            continue
+        if not owned_by(obj, experiment.uid):
+            continue
+        # No garbage collector is needed for this: the child of a removed variant goes now.
+        store.delete(key[0], experiment.namespace, key[1])
+        result.deleted.append(f"{key[0]} {key[1]}")
+    return result
+
+
 def reconcile(
     store: ChildStore,
     body: Mapping[str, Any],
@@ -300,7 +496,7 @@ def reconcile(
             cond.PROGRESSING,
             False,
             "Paused",
-            "spec.paused is true: changes to the children are frozen",
+            "spec.paused is true: changes to the children and the analysis are frozen",
             generation=generation,
             now=now,
         )
@@ -320,74 +516,45 @@ def reconcile(
     if problems:
         return _failed(old_status, "UnsupportedModelURI", "; ".join(problems), generation, now)
 
-    weights = res.effective_weights(spec)
-    desired = res.desired_children(experiment, spec, weights)
-    kopf.adopt(desired, owner=cast(kopf.Body, dict(body)))
+    existing = list_children(store, experiment)
+    record, lagging = current_action(old_status, routing_configmap(experiment, existing))
+    announce = lagging
+    if record is None or record.design != rollout.design_hash(spec):
+        record = rollout.start(record, spec, now=now, generation=generation)
+        announce = True
 
-    selector = f"{res.LABEL_MANAGED_BY}={res.MANAGER}"
-    existing: dict[tuple[str, str], dict[str, Any]] = {}
-    for kind in CHILD_KINDS:
-        for obj in store.list(kind, experiment.namespace, selector):
-            existing[res.child_key(obj)] = obj
-
-    conflicts = [
-        key
-        for child in desired
-        if (key := res.child_key(child)) in existing
-        and not _owned_by(existing[key], experiment.uid)
-        and existing[key]["metadata"].get("labels", {}).get(res.LABEL_EXPERIMENT) != experiment.name
-    ]
-    if conflicts:
-        message = f"names already used by another experiment: {_describe(conflicts)}"
+    applied = apply_children(store, body, spec, record, existing)
+    if applied.conflicts:
+        message = f"names already used by another experiment: {_describe(applied.conflicts)}"
         return _failed(old_status, "NameConflict", message, generation, now)
 
-    outcome = Outcome(status={})
-    applied: dict[tuple[str, str], dict[str, Any]] = {}
-    previous_routing: str | None = None
-    for child in desired:
-        key = res.child_key(child)
-        before = existing.get(key)
-        if key[0] == "ConfigMap" and before is not None:
-            previous_routing = (before.get("data") or {}).get(res.ROUTING_KEY)
-        after = store.apply(child)
-        applied[key] = after
-        if before is None:
-            outcome.created.append(f"{key[0]} {key[1]}")
-        elif before["metadata"].get("resourceVersion") != after["metadata"].get("resourceVersion"):
-            outcome.updated.append(f"{key[0]} {key[1]}")
-
-    desired_keys = {res.child_key(c) for c in desired}
-    for key, obj in sorted(existing.items()):
-        labels = obj["metadata"].get("labels") or {}
-        if key in desired_keys or labels.get(res.LABEL_EXPERIMENT) != experiment.name:
-            continue
-        if not _owned_by(obj, experiment.uid):
-            continue
-        # No garbage collector is needed for this: the child of a removed variant goes now.
-        store.delete(key[0], experiment.namespace, key[1])
-        outcome.deleted.append(f"{key[0]} {key[1]}")
-
+    outcome = Outcome(status={}, created=applied.created, updated=applied.updated)
+    outcome.deleted = applied.deleted
     if outcome.created:
         outcome.events.append(Event("Normal", "ChildrenCreated", ", ".join(outcome.created)))
     if outcome.updated:
         outcome.events.append(Event("Normal", "ChildrenUpdated", ", ".join(outcome.updated)))
     if outcome.deleted:
         outcome.events.append(Event("Normal", "ChildrenDeleted", ", ".join(outcome.deleted)))
-    old_weights = {t.get("variant"): t.get("weight") for t in old_status.get("traffic") or []}
-    if previous_routing is not None and old_weights != dict(weights):
-        new_routing = applied[("ConfigMap", res.routing_configmap_name(experiment.name))]
-        if (new_routing.get("data") or {}).get(res.ROUTING_KEY) != previous_routing:
-            outcome.events.append(
-                Event("Normal", "TrafficChanged", f"weights now {_weights_text(weights)}")
-            )
     progressing = cond.find(conditions, cond.PROGRESSING)
     if progressing is not None and progressing.get("reason") == "Paused":
         outcome.events.append(Event("Normal", "Resumed", "spec.paused is false again"))
     if cond.is_true(conditions, cond.DEGRADED):
         outcome.events.append(Event("Normal", "Recovered", "the spec can be served again"))
 
-    deployments = {key[1]: obj for key, obj in applied.items() if key[0] == "Deployment"}
-    variants, waiting = readiness(experiment, spec, deployments, old_status.get("variants") or [])
+    merged = dict(old_status)
+    if announce:
+        merged.update(rollout.status_fields(old_status, record, now=now))
+        outcome.action = record
+    conditions = list(merged.get("conditions") or [])
+    deployments = {key[1]: obj for key, obj in applied.children.items() if key[0] == "Deployment"}
+    variants, waiting = readiness(
+        experiment,
+        spec,
+        deployments,
+        old_status.get("variants") or [],
+        rollout.replicas(spec, record),
+    )
     conditions = cond.set_condition(
         conditions,
         cond.DEGRADED,
@@ -397,14 +564,18 @@ def reconcile(
         generation=generation,
         now=now,
     )
-    conditions = _readiness_conditions(conditions, waiting, generation, now)
-    outcome.status = {
+    conditions = readiness_conditions(conditions, waiting, generation, now)
+    new_status: dict[str, Any] = {
         "observedGeneration": generation,
-        "phase": _phase(old_status.get("phase"), not waiting),
         "conditions": conditions,
-        "traffic": _traffic_status(weights),
+        "traffic": rollout.traffic(record),
         "variants": variants,
     }
+    if announce:
+        new_status.update({k: v for k, v in merged.items() if k not in new_status and k != "phase"})
+    outcome.status = with_phase(
+        new_status, merged.get("phase"), not waiting, merged.get("startedAt"), now
+    )
     return outcome
 
 
@@ -433,15 +604,15 @@ def refresh_readiness(
     deployments = {
         d["metadata"]["name"]: d
         for d in store.list("Deployment", experiment.namespace, selector)
-        if _owned_by(d, experiment.uid)
+        if owned_by(d, experiment.uid)
     }
-    variants, waiting = readiness(experiment, spec, deployments, status.get("variants") or [])
-    conditions = _readiness_conditions(conditions, waiting, generation, now)
-    return {
-        "phase": _phase(status.get("phase"), not waiting),
-        "conditions": conditions,
-        "variants": variants,
-    }
+    record = ActionRecord.from_status(status.get("lastAction"))
+    variants, waiting = readiness(
+        experiment, spec, deployments, status.get("variants") or [], rollout.replicas(spec, record)
+    )
+    conditions = readiness_conditions(conditions, waiting, generation, now)
+    out: dict[str, Any] = {"conditions": conditions, "variants": variants}
+    return with_phase(out, status.get("phase"), not waiting, status.get("startedAt"), now)
 
 
 def routing_from_configmap(configmap: Mapping[str, Any]) -> dict[str, Any]:

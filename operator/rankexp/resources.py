@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from ranker.allocation import reallocate
 from rankexp.api import ExperimentSpec, Variant
 
 PORT = 8080
@@ -30,6 +31,7 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_EXPERIMENT = "rankexp.io/experiment"
 LABEL_VARIANT = "rankexp.io/variant"
 ANNOTATION_ROUTING_CHECKSUM = "rankexp.io/routing-checksum"
+ANNOTATION_ACTION = "rankexp.io/last-action"
 
 COMPONENT_VARIANT = "variant"
 COMPONENT_ROUTER = "router"
@@ -122,14 +124,38 @@ def labels(experiment: str, component: str, variant: str | None = None) -> dict[
 
 
 def effective_weights(spec: ExperimentSpec) -> dict[str, int]:
-    """Weights the router uses now. The ramp (spec.traffic.steps) is applied by a later
-    analysis step that records its position in status; until then the spec's weights hold."""
+    """The spec's weights. The router's weights in force are the run's last action's
+    (rankexp.rollout), which start at the first traffic stage."""
     return {v.name: v.weight for v in spec.variants}
 
 
+def variant_order(spec: ExperimentSpec) -> list[str]:
+    """Control first, then the treatments in spec order (the router's layout order)."""
+    names = [v.name for v in spec.variants]
+    return [spec.control, *(n for n in names if n != spec.control)]
+
+
+def previous_allocation(configmap: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The bucket allocation stored in an existing routing ConfigMap, if it has one."""
+    if not configmap:
+        return None
+    try:
+        config = json.loads((configmap.get("data") or {})[ROUTING_KEY])
+        out = {v["name"]: v["buckets"] for v in config["variants"]}
+    except (KeyError, TypeError, ValueError):
+        return None
+    return out if all(isinstance(b, list) for b in out.values()) else None
+
+
 def routing_config(
-    experiment: ExperimentRef, spec: ExperimentSpec, weights: Mapping[str, int]
+    experiment: ExperimentRef,
+    spec: ExperimentSpec,
+    weights: Mapping[str, int],
+    previous: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """routing.json. The bucket allocation is computed from the ``previous`` one (the
+    ConfigMap's), so a weight change moves only the users it must (ranker.allocation)."""
+    allocation = reallocate(previous, variant_order(spec), weights)
     return {
         "experiment": experiment.name,
         # The uid is stable for the object's life and new for a re-created experiment, so
@@ -141,6 +167,7 @@ def routing_config(
                 "name": v.name,
                 "weight": weights[v.name],
                 "endpoints": [endpoint(experiment, v.name)],
+                "buckets": [list(r) for r in allocation[v.name]],
             }
             for v in spec.variants
         ],
@@ -234,7 +261,7 @@ def _service(
 
 
 def variant_children(
-    experiment: ExperimentRef, spec: ExperimentSpec, variant: Variant
+    experiment: ExperimentRef, spec: ExperimentSpec, variant: Variant, replicas: int | None = None
 ) -> list[dict[str, Any]]:
     name = variant_child_name(experiment.name, variant.name)
     child_labels = labels(experiment.name, COMPONENT_VARIANT, variant.name)
@@ -258,7 +285,7 @@ def variant_children(
         experiment.namespace,
         child_labels,
         selector,
-        variant.replicas,
+        variant.replicas if replicas is None else replicas,
         container,
         dict(PROMETHEUS_ANNOTATIONS),
     )
@@ -266,13 +293,17 @@ def variant_children(
 
 
 def router_children(
-    experiment: ExperimentRef, spec: ExperimentSpec, weights: Mapping[str, int]
+    experiment: ExperimentRef,
+    spec: ExperimentSpec,
+    weights: Mapping[str, int],
+    previous: Mapping[str, Any] | None = None,
+    action: str | None = None,
 ) -> list[dict[str, Any]]:
     name = router_name(experiment.name)
     child_labels = labels(experiment.name, COMPONENT_ROUTER)
     selector = selector_labels(experiment.name)
-    config_text = routing_json(routing_config(experiment, spec, weights))
-    configmap = {
+    config_text = routing_json(routing_config(experiment, spec, weights, previous))
+    configmap: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
@@ -282,6 +313,9 @@ def router_children(
         },
         "data": {ROUTING_KEY: config_text},
     }
+    if action is not None:
+        # The write-ahead copy of the run's last action (rankexp.rollout).
+        configmap["metadata"]["annotations"] = {ANNOTATION_ACTION: action}
     args = [
         "route",
         "--config",
@@ -311,13 +345,23 @@ def router_children(
 
 
 def desired_children(
-    experiment: ExperimentRef, spec: ExperimentSpec, weights: Mapping[str, int]
+    experiment: ExperimentRef,
+    spec: ExperimentSpec,
+    weights: Mapping[str, int],
+    previous: Mapping[str, Any] | None = None,
+    *,
+    replicas: Mapping[str, int] | None = None,
+    action: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Every child of the experiment, variants first, without owner references."""
+    """Every child of the experiment, variants first, without owner references.
+    ``previous`` is the bucket allocation of the routing ConfigMap in place, if any;
+    ``replicas`` overrides the spec's per variant (0 for variants a run scaled down);
+    ``action`` is the last action's JSON, annotated on the routing ConfigMap."""
     children: list[dict[str, Any]] = []
     for variant in spec.variants:
-        children.extend(variant_children(experiment, spec, variant))
-    children.extend(router_children(experiment, spec, weights))
+        count = None if replicas is None else replicas.get(variant.name)
+        children.extend(variant_children(experiment, spec, variant, count))
+    children.extend(router_children(experiment, spec, weights, previous, action))
     return children
 
 

@@ -1,6 +1,6 @@
 """Integration fixtures: real servers on 127.0.0.1.
 
-``kube_cluster`` is one real etcd + kube-apiserver (``rankexp.localcluster``) for
+``kube_cluster`` is one real etcd + kube-apiserver (``rankexp.local.cluster``) for
 the whole session. When the binaries are missing (a clean machine), they are built
 with tools/envtest.sh once, right after collection: outside any test, so the
 per-test timeout does not cut a cold build short. A failed build fails the tests
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rankexp.localcluster import BinariesMissingError, LocalCluster, ensure_binaries
+from rankexp.local.cluster import BinariesMissingError, LocalCluster, ensure_binaries
 
 _build_error: list[BaseException] = []
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from rankexp.analysis.drift import ks_binned, psi
 from rankexp.analysis.models import METRICS, AnalysisInput, parse_input
+from rankexp.analysis.power import design_effect, required_samples, required_samples_per_variant
 from rankexp.analysis.sequential import (
     cs_half_width,
     mixing_variance,
@@ -200,7 +201,63 @@ def analyze(payload: Mapping[str, Any] | AnalysisInput) -> dict[str, Any]:
         "srm": srm_out,
         "drift": drift_out,
         "guardrails": guardrails_out,
+        "power": _power(m, estimates),
     }
+
+
+PLANNING_POWER = 0.8
+
+
+def _power(m: AnalysisInput, estimates: Estimates) -> dict[str, Any]:
+    """Units each arm needs for a fixed-horizon test of the primary metric to detect a
+    relative lift of ``mde`` with 80 % power, at control's current rate and design
+    effect (users as the unit), and each variant's progress towards it. Ratio metrics
+    count impressions, dwell_time counts dwell events. A sequential test needs more
+    (about 1.5-2x, see the power module)."""
+    metric = m.primary_metric
+    num, den, kind = METRICS[metric]
+    observed = {
+        name: _num(sum(v.buckets[den])) if den in v.buckets else None
+        for name, v in m.variants.items()
+    }
+    out: dict[str, Any] = {
+        "metric": metric,
+        "unit": den,
+        "mde": m.mde,
+        "alpha": m.alpha,
+        "power": PLANNING_POWER,
+        "baseline": None,
+        "design_effect": None,
+        "required_per_variant": None,
+        "observed": observed,
+        "progress": dict.fromkeys(m.variants),
+    }
+    ctl = estimates[metric][m.control]
+    buckets = m.variants[m.control].buckets
+    if ctl is None or ctl[0] <= 0 or num not in buckets or den not in buckets:
+        return out
+    baseline, variance = ctl
+    required: float | None = None
+    try:
+        if kind == "ratio":
+            deff = design_effect(buckets[num], buckets[den])
+            deff = deff if math.isfinite(deff) and deff > 0 else 1.0
+            out["design_effect"] = deff
+            required = required_samples_per_variant(baseline, m.mde, m.alpha, PLANNING_POWER, deff)
+        else:
+            n = float(sum(buckets[den]))
+            sd = math.sqrt(variance * n)
+            required = required_samples(sd, m.mde * baseline, m.alpha, PLANNING_POWER)
+    except ValueError:
+        required = None
+    out["baseline"] = _num(baseline)
+    if required is not None and required > 0:
+        out["required_per_variant"] = float(required)
+        out["progress"] = {
+            name: None if n is None else min(100.0, 100.0 * n / required)
+            for name, n in observed.items()
+        }
+    return out
 
 
 Estimates = dict[str, dict[str, tuple[float, float] | None]]
@@ -458,15 +515,32 @@ def _drift(
         per: dict[str, Any] = {}
         for t in _treatments(m):
             h = m.variants[t].histograms.get(hname)
+            gating = m.drift.gates(hname)
             if h is None or sum(h.counts) <= 0 or sum(ref.counts) <= 0:
-                per[t] = {"psi": None, "ks_statistic": None, "ks_p_value": None, "ok": None}
-                holds.append(("MissingData", f"no {hname} histogram for {t} or {m.control}"))
+                per[t] = {
+                    "psi": None,
+                    "ks_statistic": None,
+                    "ks_p_value": None,
+                    "ok": None,
+                    "gating": gating,
+                }
+                if gating:
+                    holds.append(("MissingData", f"no {hname} histogram for {t} or {m.control}"))
                 continue
             value_psi = psi(ref.counts, h.counts)
             d, p_ks = ks_binned(ref.counts, h.counts)
-            ok = value_psi <= m.drift.psi and p_ks >= m.drift.ks_p_value
-            per[t] = {"psi": value_psi, "ks_statistic": d, "ks_p_value": p_ks, "ok": ok}
-            if not ok:
+            # Material and significant: KS alone flags negligible shifts in large samples
+            # (and at every look); PSI alone flags noise in small ones.
+            ok = not (value_psi > m.drift.psi and p_ks < m.drift.ks_p_value)
+            gating = m.drift.gates(hname)
+            per[t] = {
+                "psi": value_psi,
+                "ks_statistic": d,
+                "ks_p_value": p_ks,
+                "ok": ok,
+                "gating": gating,
+            }
+            if not ok and gating:
                 drifted.setdefault(t, []).append(f"{hname} (psi {value_psi:.3g}, ks p {p_ks:.3g})")
         record[hname] = per
     return record, drifted

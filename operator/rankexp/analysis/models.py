@@ -138,15 +138,22 @@ class VariantData(BaseModel):
 
 
 class DriftConfig(BaseModel):
-    """Drift thresholds: flagged when PSI > ``psi`` or KS p < ``ks_p_value``.
+    """Drift thresholds: a histogram drifts when its shift is both material (PSI >
+    ``psi``) and significant (KS p < ``ks_p_value``).
 
     ``action``: ``block`` (drift only blocks promotion) or ``rollback``.
+    ``histograms``: the histograms that gate (block or roll back); the others are
+    reported only. None: every histogram gates.
     """
 
     model_config = ConfigDict(extra="ignore")
     psi: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.2
     ks_p_value: Annotated[float, Field(ge=0, le=1)] = 0.05
     action: Literal["block", "rollback"] = "block"
+    histograms: list[str] | None = None
+
+    def gates(self, name: str) -> bool:
+        return self.histograms is None or name in self.histograms
 
 
 class AnalysisInput(BaseModel):

@@ -13,8 +13,8 @@ import pytest
 from ranker.data import make_world
 from ranker.simulate import Simulator
 from rankexp.analysis import analyze
-from rankexp.localprom import LocalPrometheus
-from rankexp.localstack import LocalStack, VariantSpec
+from rankexp.local.prom import LocalPrometheus
+from rankexp.local.stack import LocalStack, VariantSpec
 from rankexp.metrics import ExperimentMetrics, analysis_input
 
 pytestmark = pytest.mark.integration

@@ -23,8 +23,8 @@ import pytest
 
 from ranker.hashing import N_ANALYSIS_BUCKETS, analysis_bucket
 from rankexp.analysis import DECISIONS, analyze, parse_input
-from rankexp.localcluster import Process, free_ports, wait_for
-from rankexp.localprom import LocalPrometheus
+from rankexp.local.cluster import Process, free_ports, wait_for
+from rankexp.local.prom import LocalPrometheus
 from rankexp.metrics import (
     EXPOSURES,
     REQUESTS,

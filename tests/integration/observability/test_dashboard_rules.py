@@ -34,8 +34,8 @@ from urllib.parse import urlencode
 import pytest
 import yaml
 
-from rankexp.localcluster import Process, free_ports, wait_for
-from rankexp.localprom import LocalPrometheus
+from rankexp.local.cluster import Process, free_ports, wait_for
+from rankexp.local.prom import LocalPrometheus
 
 pytestmark = pytest.mark.integration
 

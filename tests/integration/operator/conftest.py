@@ -71,6 +71,25 @@ class Kube:
     def wait_for(self, check: Callable[[], T | None], what: str, **kwargs: Any) -> T:
         return wait_for(check, what, **kwargs)
 
+    def mark_ready(self, name: str, observed: int | None = None) -> None:
+        """Play the Deployment controller for Deployment ``name``: every replica of its
+        template is ready, as of generation ``observed`` (default: its current one)."""
+        deployment = self.get("deployment", name)
+        assert deployment is not None, name
+        replicas = deployment["spec"]["replicas"]
+        generation = deployment["metadata"]["generation"] if observed is None else observed
+        status = {
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+        }
+        self.kubectl(
+            "patch", "deployment", name, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": status}),
+        )  # fmt: skip
+
     def events(self, name: str, reason: str | None = None) -> list[dict[str, Any]]:
         return [
             e
@@ -90,6 +109,9 @@ class OperatorProcess:
         self.liveness_port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        #: more `python -m rankexp` flags and environment, e.g. --prometheus-url
+        self.extra_args: list[str] = []
+        self.env: dict[str, str] = {}
 
     def start(self) -> OperatorProcess:
         assert self.proc is None, "already running"
@@ -98,6 +120,7 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "RANKEXP_READINESS_INTERVAL": "2",
             "PYTHONUNBUFFERED": "1",
+            **self.env,
         }
         self.starts += 1
         with self.log_path.open("ab") as log:
@@ -114,6 +137,7 @@ class OperatorProcess:
                     "--liveness",
                     f"http://127.0.0.1:{self.liveness_port}/healthz",
                     "--verbose",
+                    *self.extra_args,
                 ],
                 cwd=REPO,
                 env=env,
@@ -209,9 +233,85 @@ def kube(crds: Any, request: pytest.FixtureRequest) -> Iterator[Kube]:
     crds.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
+@pytest.fixture(scope="session")
+def api_client(kube_cluster: Any) -> Iterator[Any]:
+    """The official Python client for the session's cluster."""
+    from kubernetes import config
+
+    client = config.new_client_from_config(config_file=str(kube_cluster.kubeconfig))  # type: ignore[no-untyped-call]
+    yield client
+    client.close()
+
+
 @pytest.fixture
 def operator(kube: Kube, tmp_path: Path) -> Iterator[OperatorProcess]:
     """The operator for this test's namespace (not started: call .start())."""
     process = OperatorProcess(kube.cluster.kubeconfig, kube.namespace, tmp_path / "operator.log")
     yield process
     process.stop()
+
+
+@contextlib.contextmanager
+def unreachable_webhook(
+    kube: Kube, group: str, resource: str, probe: Callable[[], bool] | None = None
+) -> Iterator[None]:
+    """A validating webhook (failurePolicy: Fail) on ``group``/``resource`` (e.g.
+    ``experiments/status``) in the test's namespace whose endpoint refuses connections:
+    the API server answers those writes with a real 500, as in a webhook outage.
+
+    ``probe`` tells whether the webhook is in effect (default: a server-side dry-run
+    create of a Deployment fails calling it)."""
+    hold = socket.socket()
+    hold.bind(("127.0.0.1", 0))  # bound, never listening: connection refused, port kept
+    port = hold.getsockname()[1]
+    name = f"unreachable-{kube.namespace}"[:63]
+    config = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": "unreachable.rankexp.io",
+                "clientConfig": {"url": f"https://127.0.0.1:{port}/validate"},
+                "rules": [
+                    {
+                        "apiGroups": [group],
+                        "apiVersions": ["*"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": [resource],
+                    }
+                ],
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": kube.namespace}
+                },
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 5,
+            }
+        ],
+    }
+
+    def deployment_probe() -> bool:
+        result = kube.kubectl(
+            "create", "deployment", "probe", "--image=x", "--dry-run=server", check=False
+        )
+        return result.returncode != 0 and "failed calling webhook" in result.stderr
+
+    active = probe or deployment_probe
+    cluster = kube.cluster
+    try:
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(config))
+        kube.wait_for(active, "the webhook to be in effect", timeout=30)
+        yield
+        cluster.kubectl("delete", "validatingwebhookconfiguration", name)
+        kube.wait_for(lambda: not active(), "the webhook to be gone", timeout=30)
+    finally:
+        cluster.kubectl("delete", "validatingwebhookconfiguration", name, check=False)
+        hold.close()
+
+
+@pytest.fixture
+def failing_webhook() -> Callable[..., Any]:
+    """:func:`unreachable_webhook` for tests (test modules do not import conftest)."""
+    return unreachable_webhook

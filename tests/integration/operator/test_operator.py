@@ -25,8 +25,10 @@ NAME = SAMPLE["metadata"]["name"]  # feed-ranking
 
 
 def sample(name: str = NAME, **spec: Any) -> dict[str, Any]:
+    """The sample without its traffic ramp (so the routing holds the spec's weights)."""
     manifest = copy.deepcopy(SAMPLE)
     manifest["metadata"] = {"name": name}
+    manifest["spec"].pop("traffic", None)
     manifest["spec"].update(spec)
     return manifest
 
@@ -114,22 +116,34 @@ def test_sample_creates_owned_children(kube: Any, operator: Any) -> None:
     assert (
         treatment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     )
+    # The sample ramps the treatment through 10, 25 and 50 %: the run starts at 90/10.
     assert routing(kube) == {
         "experiment": NAME,
         "salt": uid,
         "control": "control",
         "variants": [
-            {"name": v, "weight": 50, "endpoints": [f"http://{NAME}-{v}.{kube.namespace}.svc:8080"]}
-            for v in ("control", "treatment")
+            {
+                "name": v,
+                "weight": w,
+                "endpoints": [f"http://{NAME}-{v}.{kube.namespace}.svc:8080"],
+                "buckets": buckets,
+            }
+            for v, w, buckets in (("control", 90, [[0, 9000]]), ("treatment", 10, [[9000, 10000]]))
         ],
     }
 
     status = exp["status"]
     assert status["phase"] == "Pending"
     assert status["traffic"] == [
-        {"variant": "control", "weight": 50},
-        {"variant": "treatment", "weight": 50},
+        {"variant": "control", "weight": 90},
+        {"variant": "treatment", "weight": 10},
     ]
+    action = status["lastAction"]
+    assert (action["seq"], action["type"], action["step"], action["stages"]) == (1, "Start", 0, 3)
+    configmap = kube.get("configmap", f"{NAME}-routing")
+    written = json.loads(configmap["metadata"]["annotations"]["rankexp.io/last-action"])
+    assert {k: v for k, v in written.items() if v is not None} == action
+    assert [e["reason"] for e in kube.events(NAME, "RunStarted")] == ["RunStarted"]
     assert [(v["name"], v["readyReplicas"]) for v in status["variants"]] == [
         ("control", 0),
         ("treatment", 0),
@@ -166,21 +180,14 @@ def test_ready_replicas_come_from_the_child_deployments(kube: Any, operator: Any
     kube.apply(sample())
     wait_for_reconcile(kube, operator)
     for child in ("control", "treatment", "router"):
-        kube.kubectl(
-            "patch",
-            "deployment",
-            f"{NAME}-{child}",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            json.dumps({"status": {"replicas": 1, "readyReplicas": 1}}),
-        )
+        kube.mark_ready(f"{NAME}-{child}")
 
     def running() -> dict[str, Any] | None:
         obj = kube.get("experiment", NAME)
         return obj if (obj.get("status") or {}).get("phase") == "Running" else None
 
     exp = kube.wait_for(running, "phase Running", operator=operator)
+    assert exp["status"]["startedAt"], "the analysis window starts when the run is Running"
     assert [v["readyReplicas"] for v in exp["status"]["variants"]] == [1, 1]
     ready = condition(exp, "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "AllVariantsReady")
@@ -227,7 +234,9 @@ def test_weight_change_reaches_configmap_only(kube: Any, operator: Any) -> None:
     assert [t["weight"] for t in exp["status"]["traffic"]] == [75, 25]
     assert resource_versions(kube, "deployments") == deployments, "variant Deployments touched"
     assert resource_versions(kube, "services") == services, "variant Services touched"
-    assert kube.events(NAME, "TrafficChanged")
+    # New weights are a new design: a new run, announced once.
+    assert len(kube.events(NAME, "RunStarted")) == 2
+    assert exp["status"]["lastAction"]["seq"] == 2
 
 
 def test_kubectl_get_prints_the_columns(kube: Any, operator: Any) -> None:

@@ -9,10 +9,8 @@ Every child, resourceVersion and rejection below comes from the API server itsel
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -36,8 +34,10 @@ T1, T2, T3 = "2026-01-01T00:00:01Z", "2026-01-01T00:00:02Z", "2026-01-01T00:00:0
 
 
 def manifest(name: str = NAME, **spec: Any) -> dict[str, Any]:
+    """The sample without its traffic ramp (so the routing holds the spec's weights)."""
     out = copy.deepcopy(SAMPLE)
     out["metadata"] = {"name": name}
+    out["spec"].pop("traffic", None)
     out["spec"].update(spec)
     return out
 
@@ -158,6 +158,7 @@ def test_first_reconcile_creates_owned_children(kube: Any, exp: Experiment) -> N
         assert owner["kind"] == "Experiment" and owner["apiVersion"] == "rankexp.io/v1alpha1"
         assert owner["name"] == NAME
     assert reasons(outcome) == ["ChildrenCreated"]
+    assert outcome.action is not None and (outcome.action.seq, outcome.action.type) == (1, "Start")
     assert len(outcome.created) == 7 and outcome.updated == outcome.deleted == []
     status = exp.status()
     assert status["observedGeneration"] == 1
@@ -198,7 +199,7 @@ def test_weight_change_touches_only_the_routing(kube: Any, exp: Experiment) -> N
         f"ConfigMap {NAME}-routing",
         f"Deployment {NAME}-router",
     ]
-    assert "TrafficChanged" in reasons(outcome)
+    assert outcome.action is not None and (outcome.action.seq, outcome.action.type) == (2, "Start")
     after = all_versions(kube)
     for name in VARIANT_DEPLOYMENTS:
         assert after["deployments"][name] == before["deployments"][name]
@@ -269,7 +270,8 @@ def test_paused_freezes_children(kube: Any, exp: Experiment) -> None:
     exp.spec["paused"] = False
     exp.apply()
     outcome = exp.reconcile()
-    assert "Resumed" in reasons(outcome) and "TrafficChanged" in reasons(outcome)
+    assert "Resumed" in reasons(outcome)
+    assert outcome.action is not None and outcome.action.type == "Start"
     assert routing_weights(kube) == [10, 90]
 
 
@@ -328,19 +330,16 @@ def test_readiness_comes_from_the_child_deployments(
         "conditions": exp.status()["conditions"],
         "variants": exp.status()["variants"],
     }, "nothing ready yet: the status must not change"
+    # readyReplicas of a template the controller has not rolled out yet do not count
     for name in ALL_DEPLOYMENTS:
-        kube.kubectl(
-            "patch",
-            "deployment",
-            name,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            json.dumps({"status": {"replicas": 1, "readyReplicas": 1}}),
-        )
+        kube.mark_ready(name, observed=0)
+    stale = rec.refresh_readiness(store, exp.body(), now=T3)
+    assert stale is not None and stale["phase"] == "Pending"
+    for name in ALL_DEPLOYMENTS:
+        kube.mark_ready(name)
     status = rec.refresh_readiness(store, exp.body(), now=T3)
     assert status is not None
-    assert status["phase"] == "Running"
+    assert status["phase"] == "Running" and status["startedAt"] == T3
     assert [v["readyReplicas"] for v in status["variants"]] == [1, 1]
     ready = cond.find(status["conditions"], "Ready")
     assert ready is not None and (ready["status"], ready["reason"]) == ("True", "AllVariantsReady")
@@ -374,12 +373,14 @@ def posted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     return events
 
 
-def call_handler(exp: Experiment, retry: int, patch: kopf.Patch) -> None:
+def call_handler(exp: Experiment, retry: int) -> None:
+    """The kopf handler as kopf calls it; it writes status itself (under the lock)."""
     fn: Any = handlers.reconcile_experiment
     memo = kopf.Memo()
     memo.store = exp.store
+    memo.locks = handlers.Locks()
     body = kopf.Body(cast(kopf.RawBody, exp.body()))
-    fn(body=body, memo=memo, patch=patch, retry=retry)
+    fn(body=body, memo=memo, patch=kopf.Patch(), retry=retry)
 
 
 def test_rejected_child_is_a_permanent_failure(
@@ -388,87 +389,34 @@ def test_rejected_child_is_a_permanent_failure(
     """The CRD accepts requests above limits; the API server refuses the Deployment (422)."""
     exp.spec["template"]["resources"] = {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}
     exp.apply()
-    patch = kopf.Patch()
     with pytest.raises(kopf.PermanentError, match="must be less than or equal to memory limit"):
-        call_handler(exp, retry=0, patch=patch)
+        call_handler(exp, retry=0)
     assert posted == [("W", "ChildRejected")]
-    assert patch["status"]["phase"] == "Failed"
-    degraded = [c for c in patch["status"]["conditions"] if c["type"] == "Degraded"]
-    assert degraded[0]["reason"] == "ChildRejected" and degraded[0]["status"] == "True"
-    assert degraded[0]["message"].startswith("422 ")
-    assert all_versions(kube) == {"deployments": {}, "services": {}, "configmaps": {}}
-
-
-@contextlib.contextmanager
-def unreachable_webhook(kube: Any) -> Iterator[None]:
-    """A validating webhook (failurePolicy: Fail) for Deployments in the test's namespace
-    whose endpoint refuses connections: the API server answers writes with a real 500."""
-    hold = socket.socket()
-    hold.bind(("127.0.0.1", 0))  # bound, never listening: connection refused, port kept
-    port = hold.getsockname()[1]
-    name = f"unreachable-{kube.namespace}"
-    config = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [
-            {
-                "name": "unreachable.rankexp.io",
-                "clientConfig": {"url": f"https://127.0.0.1:{port}/validate"},
-                "rules": [
-                    {
-                        "apiGroups": ["apps"],
-                        "apiVersions": ["v1"],
-                        "operations": ["CREATE", "UPDATE"],
-                        "resources": ["deployments"],
-                    }
-                ],
-                "namespaceSelector": {
-                    "matchLabels": {"kubernetes.io/metadata.name": kube.namespace}
-                },
-                "failurePolicy": "Fail",
-                "sideEffects": "None",
-                "admissionReviewVersions": ["v1"],
-                "timeoutSeconds": 5,
-            }
-        ],
-    }
-    cluster = kube.cluster
-    try:
-        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(config))
-
-        def active() -> bool:
-            probe = kube.kubectl(
-                "create", "deployment", "probe", "--image=x", "--dry-run=server", check=False
-            )
-            return probe.returncode != 0 and "failed calling webhook" in probe.stderr
-
-        kube.wait_for(active, "the webhook to be in effect", timeout=30)
-        yield
-        cluster.kubectl("delete", "validatingwebhookconfiguration", name)
-        kube.wait_for(lambda: not active(), "the webhook to be gone", timeout=30)
-    finally:
-        cluster.kubectl("delete", "validatingwebhookconfiguration", name, check=False)
-        hold.close()
+    assert exp.status()["phase"] == "Failed"
+    degraded = exp.condition("Degraded")
+    assert degraded["reason"] == "ChildRejected" and degraded["status"] == "True"
+    assert degraded["message"].startswith("422 ")
+    # The routing ConfigMap goes first (it records the run); no workload was created.
+    assert all_versions(kube)["deployments"] == {}
 
 
 def test_transient_api_error_is_retried_with_one_warning(
-    kube: Any, exp: Experiment, posted: list[tuple[str, str]]
+    kube: Any, exp: Experiment, posted: list[tuple[str, str]], failing_webhook: Any
 ) -> None:
     exp.apply()
-    with unreachable_webhook(kube):
+    with failing_webhook(kube, "apps", "deployments"):
         with pytest.raises(kopf.TemporaryError, match="^500 .*failed calling webhook") as first:
-            call_handler(exp, retry=0, patch=kopf.Patch())
+            call_handler(exp, retry=0)
         assert first.value.delay == handlers.RETRY_DELAY
-        patch = kopf.Patch()
         with pytest.raises(kopf.TemporaryError):
-            call_handler(exp, retry=1, patch=patch)
+            call_handler(exp, retry=1)
     assert posted == [("W", "ReconcileError")]
-    assert "status" not in patch
+    assert "phase" not in (exp.body().get("status") or {})
     assert names(kube, "deployments") == []
     # Once the API server accepts writes again, the next retry goes through.
-    patch = kopf.Patch()
-    call_handler(exp, retry=2, patch=patch)
-    assert patch["status"]["phase"] == "Pending"
-    assert posted == [("W", "ReconcileError"), ("N", "ChildrenCreated")]
+    call_handler(exp, retry=2)
+    assert exp.status()["phase"] == "Pending"
+    assert posted[0] == ("W", "ReconcileError") and ("N", "ChildrenCreated") in posted
     assert names(kube, "deployments") == ALL_DEPLOYMENTS
+    # The run's Start action was announced once, under its fixed name.
+    assert [e["reason"] for e in kube.events(NAME, "RunStarted")] == ["RunStarted"]

@@ -41,3 +41,34 @@ def test_entry_point_passes_kopf_run_flags(capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out
     for flag in ("--standalone", "--all-namespaces", "--namespace", "--liveness"):
         assert flag in out
+
+
+def test_operator_flags_go_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # set first, so monkeypatch restores the environment after _own_flags writes it
+    monkeypatch.setenv(handlers.PROMETHEUS_URL_ENV, "unset")
+    monkeypatch.setenv(handlers.INTERVAL_SCALE_ENV, "1")
+    rest = entry._own_flags(
+        ["--prometheus-url", "http://127.0.0.1:9", "--interval-scale", "0.05", "-A"]
+    )
+    assert rest == ["-A"]
+    settings = handlers.loop_settings()
+    assert settings.prometheus_url == "http://127.0.0.1:9"
+    assert settings.interval_scale == 0.05
+
+
+def test_bad_interval_scale_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(handlers.INTERVAL_SCALE_ENV, "1")
+    with pytest.raises(SystemExit):
+        entry._own_flags(["--interval-scale", "0"])
+    monkeypatch.setenv(handlers.INTERVAL_SCALE_ENV, "-1")
+    with pytest.raises(ValueError, match="positive"):
+        handlers.loop_settings()
+
+
+def test_kubectl_plugin_names_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    from rankexp.cli import kubectl_main
+
+    with pytest.raises(SystemExit):
+        kubectl_main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: kubectl rankexp") and "promote" in out and "status" in out

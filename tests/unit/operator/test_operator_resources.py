@@ -107,14 +107,27 @@ def test_router_and_routing_config(ref: res.ExperimentRef, spec: ExperimentSpec)
                 "name": "control",
                 "weight": 70,
                 "endpoints": ["http://feed-ranking-control.ns1.svc:8080"],
+                "buckets": [[0, 7000]],
             },
             {
                 "name": "treatment",
                 "weight": 30,
                 "endpoints": ["http://feed-ranking-treatment.ns1.svc:8080"],
+                "buckets": [[7000, 10000]],
             },
         ],
     }
+    # a later change starts from the stored allocation, not from a fresh layout
+    later = _by_key(
+        res.desired_children(
+            ref,
+            spec,
+            {"control": 40, "treatment": 60},
+            res.previous_allocation(children[("ConfigMap", "feed-ranking-routing")]),
+        )
+    )
+    moved = json.loads(later[("ConfigMap", "feed-ranking-routing")]["data"]["routing.json"])
+    assert [v["buckets"] for v in moved["variants"]] == [[[0, 4000]], [[4000, 10000]]]
     router = children[("Deployment", "feed-ranking-router")]
     (container,) = router["spec"]["template"]["spec"]["containers"]
     assert container["args"] == [

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,10 +21,11 @@ from typing import Any
 
 import yaml
 
-from rankexp.localcluster import Process, free_ports, wait_for
-from rankexp.probe import is_ready
+from rankexp.local.cluster import Process, free_ports, wait_for
+from rankexp.local.probe import is_ready
 
 DEFAULT_BINARY = "prometheus"
+OWNER_LABEL = "__rankexp_owner"
 
 
 class PrometheusMissingError(RuntimeError):
@@ -62,6 +64,7 @@ class LocalPrometheus:
         self.port = 0
         self.url = ""
         self.process: Process | None = None
+        self._targets_lock = threading.Lock()
 
     def _sd_file(self, job: str) -> Path:
         return self.workdir / "targets" / f"{job}.json"
@@ -100,23 +103,53 @@ class LocalPrometheus:
         if job not in self.jobs:
             raise ValueError(f"unknown job {job!r}; configured jobs: {self.jobs}")
         groups = [{"targets": list(targets), "labels": dict(labels or {})}] if targets else []
-        tmp = self._sd_file(job).with_suffix(".tmp")
-        tmp.write_text(json.dumps(groups))
-        tmp.replace(self._sd_file(job))
+        with self._targets_lock:
+            tmp = self._sd_file(job).with_suffix(".tmp")
+            tmp.write_text(json.dumps(groups))
+            tmp.replace(self._sd_file(job))
 
     def add_targets(
         self, job: str, targets: Sequence[str], labels: Mapping[str, str] | None = None
     ) -> None:
         """Add a target group to the job, keeping the groups already there."""
-        groups = json.loads(self._sd_file(job).read_text())
-        groups.append({"targets": list(targets), "labels": dict(labels or {})})
-        tmp = self._sd_file(job).with_suffix(".tmp")
-        tmp.write_text(json.dumps(groups))
-        tmp.replace(self._sd_file(job))
+        with self._targets_lock:
+            groups = json.loads(self._sd_file(job).read_text())
+            groups.append({"targets": list(targets), "labels": dict(labels or {})})
+            tmp = self._sd_file(job).with_suffix(".tmp")
+            tmp.write_text(json.dumps(groups))
+            tmp.replace(self._sd_file(job))
 
-    def start(self) -> LocalPrometheus:
+    def set_owned_targets(
+        self, job: str, owner: str, groups: Sequence[tuple[Sequence[str], Mapping[str, str]]]
+    ) -> None:
+        """Replace the target groups ``owner`` put in ``job``, keeping everyone else's.
+
+        Groups are tagged with the label ``__rankexp_owner``; Prometheus drops labels
+        starting with ``__`` after relabelling, so the tag never reaches a series."""
+        with self._targets_lock:
+            path = self._sd_file(job)
+            current = json.loads(path.read_text()) if path.exists() else []
+            kept = [g for g in current if g.get("labels", {}).get(OWNER_LABEL) != owner]
+            mine = [
+                {"targets": list(t), "labels": {**dict(labels), OWNER_LABEL: owner}}
+                for t, labels in groups
+                if t
+            ]
+            if kept + mine == current:
+                return
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(kept + mine))
+            tmp.replace(path)
+
+    def remove_owner(self, owner: str) -> None:
+        for job in self.jobs:
+            self.set_owned_targets(job, owner, [])
+
+    def start(self, port: int | None = None) -> LocalPrometheus:
+        """Start on ``port`` (default: a free one). Started again after :meth:`stop` with
+        the same port and a ``workdir`` of the caller's, it keeps its data: a restart."""
         config = self._write_config()
-        (self.port,) = free_ports(1)
+        self.port = port if port is not None else free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = Process(
             "prometheus",

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from rankexp import localcluster
-from rankexp.localcluster import (
+from rankexp.local import cluster as localcluster
+from rankexp.local.cluster import (
     BinariesMissingError,
     ClusterStartError,
     KubectlError,
@@ -213,7 +213,7 @@ def test_up_command_prints_export_first_serves_and_cleans_up_on_sigterm(tmp_path
     stderr_path = tmp_path / "up.stderr"
     with stderr_path.open("wb") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rankexp.localcluster", "up"],
+            [sys.executable, "-m", "rankexp.local.cluster", "up"],
             stdout=subprocess.PIPE,
             stderr=stderr,
             stdin=subprocess.DEVNULL,
@@ -264,7 +264,7 @@ def test_children_die_with_a_killed_parent(tmp_path: Path) -> None:
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from rankexp.localcluster import Process\n"
+        "from rankexp.local.cluster import Process\n"
         f"p = Process('sleeper', ['sleep', '300'], log_path=Path({str(tmp_path)!r}) / 's.log')\n"
         "p.start()\n"
         "print(p.pid, flush=True)\n"

@@ -26,7 +26,7 @@ runner); they are stopped with the cluster, before it, in reverse order.
 
 For people::
 
-    python -m rankexp.localcluster up
+    python -m rankexp.local.cluster up
 
 prints ``export KUBECONFIG=<path>`` as its first line and serves until SIGINT or
 SIGTERM, then cleans up.
@@ -84,7 +84,7 @@ __all__ = [
     "wait_for",
 ]
 
-log = logging.getLogger("rankexp.localcluster")
+log = logging.getLogger("rankexp.local.cluster")
 
 #: The Kubernetes release tools/envtest/go.mod builds. When the module runs from a
 #: source tree, that go.mod is read instead; a test keeps the two equal.
@@ -93,7 +93,7 @@ BINARIES = ("kube-apiserver", "kubectl", "etcd")
 #: Points at a directory holding the three binaries, instead of the cache.
 BIN_DIR_ENV = "RANKEXP_ENVTEST_BIN_DIR"
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_REPO_ROOT = Path(__file__).resolve().parents[3]
 _ENVTEST_SCRIPT = _REPO_ROOT / "tools" / "envtest.sh"
 _ENVTEST_GOMOD = _REPO_ROOT / "tools" / "envtest" / "go.mod"
 _HOST = "127.0.0.1"
@@ -844,7 +844,7 @@ def _up(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m rankexp.localcluster",
+        prog="python -m rankexp.local.cluster",
         description="Run a local etcd + kube-apiserver on 127.0.0.1 (binaries: make envtest).",
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -1,7 +1,7 @@
 """A local experiment data path: one ranker process per variant, a router, optionally Prometheus.
 
 For the demo, `make load` and tests: everything on 127.0.0.1, free ports,
-stopped on exit. ``python -m rankexp.localstack [options] -- CMD ...`` starts
+stopped on exit. ``python -m rankexp.local.stack [options] -- CMD ...`` starts
 the stack, runs CMD with ``{router}`` in its arguments replaced by the router's
 URL (also in the environment as RANKEXP_ROUTER_URL), then stops everything.
 """
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from rankexp.localcluster import Process, free_ports, wait_for
-from rankexp.localprom import LocalPrometheus
-from rankexp.probe import is_ready
+from rankexp.local.cluster import Process, free_ports, wait_for
+from rankexp.local.probe import is_ready
+from rankexp.local.prom import LocalPrometheus
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class LocalStack:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rankexp.localstack", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m rankexp.local.stack", description=__doc__)
     p.add_argument(
         "--variant", action="append", default=[], metavar="NAME=MODEL:WEIGHT",
         help="repeatable; the first is control (default: control=models/v1:50 "

@@ -1,0 +1,14 @@
+"""The local test and development harness: NOT part of the product.
+
+Everything here runs real processes on 127.0.0.1 for tests, benchmarks and demos:
+
+* :mod:`rankexp.local.cluster`: etcd + kube-apiserver built by ``make envtest``, and the
+  generic :class:`~rankexp.local.cluster.Process` runner;
+* :mod:`rankexp.local.prom`: Debian's Prometheus with file-based scrape targets;
+* :mod:`rankexp.local.stack`: rankers and a router without Kubernetes;
+* :mod:`rankexp.local.kubelet`: a stand-in for the kubelet and the Deployment controller
+  that runs an Experiment's Deployments as local processes;
+* :mod:`rankexp.local.probe`: HTTP readiness probes.
+
+The operator (:mod:`rankexp.handlers` and what it calls) never imports this package.
+"""

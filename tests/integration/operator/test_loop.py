@@ -1,0 +1,551 @@
+"""The closed loop with real parts: the operator as a process against the real
+kube-apiserver, a real Prometheus, real ranker and router processes and the ground-truth
+simulator sending traffic through the router.
+
+The one stand-in is ``rankexp.local.kubelet``: it runs the operator's Deployments as local
+processes, copies the routing ConfigMap into the router's config file (as the kubelet does
+for a ConfigMap volume, with Service addresses resolved to the local processes) and writes
+the Deployments' status. Intervals are scaled with ``--interval-scale`` (1m -> 3 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ranker.data import make_world
+from ranker.simulate import Simulator
+from rankexp.local.kubelet import LocalKubelet
+from rankexp.local.prom import LocalPrometheus
+
+pytestmark = pytest.mark.integration
+
+WORLD = make_world()
+SCALE = "0.05"  # 1m analysis intervals run every 3 s
+RATE = 60.0  # feeds per second through the router
+
+
+def manifest(
+    name: str,
+    models: dict[str, Path],
+    *,
+    control: str = "v1",
+    treatment: str = "v2",
+    **spec: Any,
+) -> dict[str, Any]:
+    analysis = {
+        "interval": "1m",
+        "minSamplesPerVariant": 300,
+        "maxDuration": "10m",
+        "secondaryMetrics": ["engagement_rate"],
+        "guardrails": [
+            {"metric": "latency_p95_ms", "max": 100},
+            {"metric": "error_rate", "max": 0.01},
+        ],
+    }
+    analysis.update(spec.pop("analysis", {}))
+    body: dict[str, Any] = {
+        "apiVersion": "rankexp.io/v1alpha1",
+        "kind": "Experiment",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {"image": "rankexp/ranker:dev"},
+            "variants": [
+                {"name": name, "model": {"uri": f"file://{models[model]}"}, "weight": 50}
+                for name, model in (("control", control), ("treatment", treatment))
+            ],
+            "control": "control",
+            "analysis": analysis,
+            "promotion": {"auto": True},
+            "rollback": {"auto": True},
+        },
+    }
+    body["spec"].update(spec)
+    return body
+
+
+class Traffic:
+    """The simulator in a thread, through the router, until stopped."""
+
+    def __init__(self, url: str, rate: float = RATE, seed: int = 0) -> None:
+        self.sim = Simulator(url, WORLD, num_items=20, concurrency=8, seed=seed, rate=rate)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.run(self.sim.run(duration=900, progress_every=3600, out=io.StringIO()))
+
+    def stop(self) -> None:
+        self.sim.stop.set()
+        self._thread.join(timeout=30)
+
+
+class Loop:
+    """One test's closed loop: operator, kubelet stand-in, Prometheus, traffic."""
+
+    def __init__(self, kube: Any, operator: Any, prometheus: LocalPrometheus, workdir: Path):
+        self.kube = kube
+        self.operator = operator
+        self.prometheus = prometheus
+        self.workdir = workdir
+        self.kubelets: list[LocalKubelet] = []
+        self.traffic: list[Traffic] = []
+
+    def start_operator(self) -> None:
+        self.operator.extra_args = ["--prometheus-url", self.prometheus.url]
+        self.operator.env = {"RANKEXP_INTERVAL_SCALE": SCALE, "RANKEXP_READINESS_INTERVAL": "1"}
+        self.operator.start()
+
+    def start_kubelet(self, api_client: Any, **faults: Any) -> LocalKubelet:
+        kubelet = LocalKubelet(
+            api_client,
+            self.kube.namespace,
+            self.workdir / f"kubelet-{len(self.kubelets)}",
+            prometheus=self.prometheus,
+            **faults,
+        ).start()
+        self.kubelets.append(kubelet)
+        return kubelet
+
+    def get(self, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] | None = self.kube.get("experiment", name)
+        assert obj is not None
+        return obj
+
+    def wait(
+        self, name: str, check: Callable[[dict[str, Any]], bool], what: str, timeout: float = 180
+    ) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            obj = self.get(name)
+            return obj if check(obj) else None
+
+        found: dict[str, Any] = self.kube.wait_for(
+            probe, f"{name}: {what}", timeout=timeout, interval=0.5, operator=self.operator
+        )
+        return found
+
+    def running(self, name: str, kubelet: LocalKubelet, rate: float = RATE) -> dict[str, Any]:
+        """Wait for phase Running, then start traffic through the router."""
+        obj = self.wait(name, lambda o: phase(o) == "Running", "phase Running", timeout=120)
+        (router,) = kubelet.urls(f"{name}-router")
+        self.traffic.append(Traffic(router, rate=rate, seed=len(self.traffic)))
+        return obj
+
+    def stop(self) -> None:
+        for traffic in self.traffic:
+            traffic.stop()
+        self.operator.stop()
+        for kubelet in self.kubelets:
+            kubelet.stop()
+
+
+def phase(obj: dict[str, Any]) -> str | None:
+    return (obj.get("status") or {}).get("phase")
+
+
+def concluded(obj: dict[str, Any]) -> dict[str, Any]:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c["type"] == "Concluded":
+            return dict(c)
+    return {}
+
+
+def seq(obj: dict[str, Any]) -> int:
+    return int(((obj.get("status") or {}).get("lastAction") or {}).get("seq", 0))
+
+
+def action_events(kube: Any, name: str) -> list[tuple[str, str]]:
+    """(reason, event name) of the operator's action Events, in sequence order."""
+    events = [e for e in kube.events(name) if ".action-" in e["metadata"]["name"]]
+    events.sort(key=lambda e: int(e["metadata"]["name"].rsplit("-", 1)[1]))
+    return [(e["reason"], e["metadata"]["name"]) for e in events]
+
+
+def analyses(obj: dict[str, Any]) -> str | None:
+    return ((obj.get("status") or {}).get("analysis") or {}).get("time")
+
+
+def hold_for(loop: Loop, name: str, checks: int, check: Callable[[dict[str, Any]], None]) -> None:
+    """``check`` holds across ``checks`` further analyses."""
+    seen: set[str | None] = {analyses(loop.get(name))}
+    while len(seen) <= checks:
+        obj = loop.wait(name, lambda o: analyses(o) not in seen, "another analysis", timeout=60)
+        check(obj)
+        seen.add(analyses(obj))
+
+
+@pytest.fixture
+def loop(kube: Any, operator: Any, prometheus: LocalPrometheus, tmp_path: Path) -> Iterator[Loop]:
+    harness = Loop(kube, operator, prometheus, tmp_path)
+    yield harness
+    harness.stop()
+
+
+# ------------------------------------------------------------------------------- (a)
+
+
+def test_v2_beats_v1_and_is_promoted_with_the_evidence(
+    loop: Loop, api_client: Any, model_dirs: dict[str, Path]
+) -> None:
+    kubelet = loop.start_kubelet(api_client)
+    loop.start_operator()
+    loop.kube.apply(manifest("ab", model_dirs))
+    started = loop.running("ab", kubelet)["status"]["startedAt"]
+    obj = loop.wait("ab", lambda o: phase(o) == "Promoted", "Promoted")
+    status = obj["status"]
+
+    assert status["winner"] == "treatment"
+    assert status["traffic"] == [
+        {"variant": "control", "weight": 0},
+        {"variant": "treatment", "weight": 100},
+    ]
+    action = status["lastAction"]
+    assert (action["seq"], action["type"], action["outcome"]) == (2, "Promote", "Promoted")
+    assert action["scaledDown"] == ["control"]
+    c = concluded(obj)
+    assert (c["status"], c["reason"]) == ("True", "Promoted")
+
+    analysis = status["analysis"]
+    assert analysis["decision"] == "Promote" and analysis["winner"] == "treatment"
+    assert analysis["window"]["start"] == started
+    assert analysis["lift"] > 0.2 and analysis["pValue"] < 0.05
+    ctr = next(
+        x for x in analysis["comparisons"] if (x["metric"], x["variant"]) == ("ctr", "treatment")
+    )
+    assert ctr["significant"] and ctr["test"] == "msprt" and ctr["ciLow"] > 0
+    assert analysis["srmPValue"] > 0.001
+    assert {g["metric"] for g in analysis["guardrails"]} == {"latency_p95_ms", "error_rate"}
+    assert all(g["ok"] for g in analysis["guardrails"])
+    histograms = {(d["histogram"], d["gating"]) for d in analysis["drift"]}
+    assert ("score", False) in histograms and ("like_rate", True) in histograms
+    power = analysis["requiredSamples"]
+    assert power["requiredPerVariant"] > 0 and power["unit"] == "impressions"
+    assert all(0 < v["progressPercent"] <= 100 for v in power["variants"])
+    exposures = {v["name"]: v["exposures"] for v in analysis["variants"]}
+    assert min(exposures.values()) >= 300
+    by_name = {v["name"]: v for v in status["variants"]}
+    assert by_name["treatment"]["ctr"] > by_name["control"]["ctr"] > 0
+
+    # The loser is scaled to 0 and stopped; the winner serves everyone.
+    assert loop.kube.get("deployment", "ab-control")["spec"]["replicas"] == 0
+    loop.kube.wait_for(lambda: not kubelet.urls("ab-control"), "control stopped", timeout=30)
+    routing = json.loads(loop.kube.get("configmap", "ab-routing")["data"]["routing.json"])
+    assert [(v["name"], v["weight"]) for v in routing["variants"]] == [
+        ("control", 0),
+        ("treatment", 100),
+    ]
+
+    # One Event per action, under fixed names; and the printer columns.
+    assert [r for r, _ in action_events(loop.kube, "ab")] == ["RunStarted", "Promoted"]
+    lines = loop.kube.kubectl("get", "exp", "ab").stdout.splitlines()
+    header, row = lines[0].split(), lines[1].split()
+    assert header == ["NAME", "PHASE", "CONTROL", "WINNER", "LIFT", "P-VALUE", "AGE"]
+    assert row[:4] == ["ab", "Promoted", "control", "treatment"]
+    assert float(row[4]) > 0.2 and float(row[5]) < 0.05
+    decided = time.mktime(time.strptime(action["time"], "%Y-%m-%dT%H:%M:%SZ")) - time.mktime(
+        time.strptime(started, "%Y-%m-%dT%H:%M:%SZ")
+    )
+    print(f"\n(a) decided {decided:.0f} s after startedAt at {RATE:g} feeds/s, interval 3 s")
+
+
+# ------------------------------------------------------------------------------- (b)
+
+
+def test_slow_treatment_is_rolled_back_naming_the_latency_guardrail(
+    loop: Loop, api_client: Any, model_dirs: dict[str, Path]
+) -> None:
+    kubelet = loop.start_kubelet(
+        api_client, extra_args={"treatment": ["--inject-latency-ms", "150"]}
+    )
+    loop.start_operator()
+    loop.kube.apply(manifest("slow", model_dirs))
+    loop.running("slow", kubelet)
+    obj = loop.wait("slow", lambda o: phase(o) == "RolledBack", "RolledBack")
+    status = obj["status"]
+    assert status["traffic"] == [
+        {"variant": "control", "weight": 100},
+        {"variant": "treatment", "weight": 0},
+    ]
+    c = concluded(obj)
+    assert (c["status"], c["reason"]) == ("True", "RolledBack")
+    assert "latency_p95_ms" in c["message"] and "> 100" in c["message"]
+    breach = next(g for g in status["analysis"]["guardrails"] if g["metric"] == "latency_p95_ms")
+    assert breach["ok"] is False and breach["value"] > 100 and breach["variant"] == "treatment"
+    assert status["lastAction"]["scaledDown"] == ["treatment"]
+    assert loop.kube.get("deployment", "slow-treatment")["spec"]["replicas"] == 0
+    events = action_events(loop.kube, "slow")
+    assert [r for r, _ in events] == ["RunStarted", "RolledBack"]
+    rolled = loop.kube.events("slow", "RolledBack")
+    assert rolled[0]["type"] == "Warning" and "latency_p95_ms" in rolled[0]["message"]
+
+
+# ------------------------------------------------------------------------------- (c)
+
+
+def test_a_a_never_acts_and_ends_inconclusive(
+    loop: Loop, api_client: Any, model_dirs: dict[str, Path]
+) -> None:
+    kubelet = loop.start_kubelet(api_client)
+    loop.start_operator()
+    spec = manifest(
+        "aa", model_dirs, treatment="v1", analysis={"maxDuration": "40s", "alpha": 0.01}
+    )
+    loop.kube.apply(spec)
+    loop.running("aa", kubelet)
+    obj = loop.wait("aa", lambda o: phase(o) == "Inconclusive", "Inconclusive", timeout=120)
+    status = obj["status"]
+    assert status["lastAction"]["seq"] == 2, "nothing but the start and the end"
+    assert status.get("winner") is None
+    assert status["traffic"][0] == {"variant": "control", "weight": 100}
+    c = concluded(obj)
+    assert (c["status"], c["reason"]) == ("True", "MaxDurationReached")
+    assert "max duration 40s reached" in c["message"]
+    assert [r for r, _ in action_events(loop.kube, "aa")] == ["RunStarted", "Inconclusive"]
+    assert not loop.kube.events("aa", "Promoted") and not loop.kube.events("aa", "RolledBack")
+
+
+# ------------------------------------------------------------------------------- (d)
+
+
+def test_prometheus_outage_holds_without_acting_then_resumes(
+    loop: Loop, api_client: Any, model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    own = LocalPrometheus(workdir=tmp_path / "prometheus").start()
+    try:
+        loop.prometheus = own
+        kubelet = loop.start_kubelet(api_client)
+        loop.start_operator()
+        loop.kube.apply(manifest("outage", model_dirs, analysis={"minSamplesPerVariant": 600}))
+        loop.running("outage", kubelet)
+        # Prometheus goes away as the run starts (before enough samples for a decision).
+        port = own.port
+        own.stop()
+        obj = loop.wait(
+            "outage", lambda o: concluded(o).get("reason") == "PrometheusUnavailable", "a hold"
+        )
+        assert obj["status"]["analysis"]["decision"] == "Hold"
+
+        def no_action(o: dict[str, Any]) -> None:
+            assert seq(o) == 1 and phase(o) == "Running"
+            assert concluded(o)["reason"] == "PrometheusUnavailable"
+
+        hold_for(loop, "outage", 3, no_action)
+        assert [e["reason"] for e in loop.kube.events("outage", "PrometheusUnavailable")] == [
+            "PrometheusUnavailable"
+        ], "announced once, not at every look"
+
+        own.start(port=port)  # back, with its data
+        obj = loop.wait("outage", lambda o: phase(o) == "Promoted", "Promoted after the outage")
+        assert obj["status"]["winner"] == "treatment"
+        assert [r for r, _ in action_events(loop.kube, "outage")] == ["RunStarted", "Promoted"]
+    finally:
+        loop.stop()
+        own.stop()
+
+
+# ------------------------------------------------------------------------------- (e)
+
+
+def test_router_on_other_weights_holds_on_sample_ratio_mismatch(
+    loop: Loop, api_client: Any, model_dirs: dict[str, Path]
+) -> None:
+    kubelet = loop.start_kubelet(api_client, router_weights={"control": 20, "treatment": 80})
+    loop.start_operator()
+    loop.kube.apply(manifest("srm", model_dirs))
+    loop.running("srm", kubelet)
+    obj = loop.wait(
+        "srm", lambda o: concluded(o).get("reason") == "SampleRatioMismatch", "an SRM hold"
+    )
+    assert obj["status"]["analysis"]["srmPValue"] < 0.001
+    assert "sample ratio mismatch" in concluded(obj)["message"]
+
+    def held(o: dict[str, Any]) -> None:
+        # v2 is far better, yet nothing is promoted while the split is wrong
+        assert seq(o) == 1 and phase(o) == "Running"
+        assert concluded(o)["reason"] == "SampleRatioMismatch"
+
+    hold_for(loop, "srm", 3, held)
+    evidence = loop.get("srm")["status"]["analysis"]
+    shares = {v["name"]: v["expectedShare"] for v in evidence["variants"]}
+    assert shares == {"control": 0.5, "treatment": 0.5}
+
+
+# ------------------------------------------------------------------------------- (f)
+
+
+def test_ramp_advances_in_order_and_not_through_a_breach(
+    loop: Loop, api_client: Any, model_dirs: dict[str, Path]
+) -> None:
+    # Two experiments side by side: a healthy ramp, and one whose treatment is slow and
+    # whose rollback waits for a person.
+    kubelet = loop.start_kubelet(
+        api_client, extra_args={"breach-treatment": ["--inject-latency-ms", "150"]}
+    )
+    loop.start_operator()
+    steps = {"traffic": {"steps": [10, 25, 50]}, "analysis": {"minSamplesPerVariant": 100}}
+    loop.kube.apply(manifest("ramp", model_dirs, **steps))
+    loop.kube.apply(manifest("breach", model_dirs, rollback={"auto": False}, **steps))
+    loop.running("ramp", kubelet, rate=60)
+    loop.running("breach", kubelet, rate=40)
+
+    obj = loop.wait("ramp", lambda o: phase(o) == "Promoted", "ramped and Promoted", timeout=240)
+    history = [
+        [w["weight"] for w in period["weights"]] for period in obj["status"]["trafficHistory"]
+    ]
+    assert history == [[90, 10], [75, 25], [50, 50], [0, 100]]
+    assert [r for r, _ in action_events(loop.kube, "ramp")] == [
+        "RunStarted",
+        "TrafficRamped",
+        "TrafficRamped",
+        "Promoted",
+    ]
+    # Every stage ran a full interval before the next one.
+    times = [period["since"] for period in obj["status"]["trafficHistory"]]
+    assert times == sorted(times) and len(set(times)) == len(times)
+
+    def stuck(o: dict[str, Any]) -> None:
+        assert o["status"]["lastAction"]["step"] == 0 and seq(o) == 1
+        assert o["status"]["traffic"] == [
+            {"variant": "control", "weight": 90},
+            {"variant": "treatment", "weight": 10},
+        ]
+
+    obj = loop.wait(
+        "breach", lambda o: concluded(o).get("reason") == "RollbackRecommended", "a breach"
+    )
+    stuck(obj)
+    assert "latency_p95_ms" in concluded(obj)["message"]
+    hold_for(loop, "breach", 3, stuck)
+    assert loop.kube.events("breach", "RollbackRecommended")
+
+
+# ------------------------------------------------------------------------------- (g)
+
+
+def configmap_action(kube: Any, name: str) -> dict[str, Any]:
+    configmap = kube.get("configmap", f"{name}-routing") or {}
+    raw = (configmap.get("metadata", {}).get("annotations") or {}).get("rankexp.io/last-action")
+    return json.loads(raw) if raw else {}
+
+
+def test_sigkill_between_routing_and_status_converges_to_one_action(
+    loop: Loop, api_client: Any, model_dirs: dict[str, Path], failing_webhook: Any
+) -> None:
+    """The API server refuses every status write (a webhook outage), so the operator
+    applies its decision to the routing and stops there; it is SIGKILLed in that state
+    and restarted once status can be written again."""
+    kubelet = loop.start_kubelet(api_client)
+    loop.start_operator()
+    loop.kube.apply(manifest("crash", model_dirs, analysis={"minSamplesPerVariant": 600}))
+    loop.running("crash", kubelet)
+
+    def status_refused() -> bool:
+        result = loop.kube.kubectl(
+            "patch", "experiment", "crash", "--subresource=status", "--type=merge",
+            "-p", '{"status": {}}', "--dry-run=server", check=False,
+        )  # fmt: skip
+        return result.returncode != 0 and "failed calling webhook" in result.stderr
+
+    with failing_webhook(loop.kube, "rankexp.io", "experiments/status", status_refused):
+        loop.kube.wait_for(
+            lambda: configmap_action(loop.kube, "crash").get("type") == "Promote",
+            "the decision in the routing ConfigMap",
+            timeout=180,
+            operator=loop.operator,
+        )
+        assert seq(loop.get("crash")) == 1, "status must lag behind the routing"
+        assert phase(loop.get("crash")) == "Running"
+        loop.operator.kill()
+    routing = json.loads(loop.kube.get("configmap", "crash-routing")["data"]["routing.json"])
+    assert [v["weight"] for v in routing["variants"]] == [0, 100]
+
+    loop.operator.start()
+    obj = loop.wait("crash", lambda o: phase(o) == "Promoted", "Promoted after the restart")
+    assert seq(obj) == 2 and obj["status"]["winner"] == "treatment"
+    assert obj["status"]["lastAction"] == {
+        k: v for k, v in configmap_action(loop.kube, "crash").items() if v is not None
+    }
+    history = [[w["weight"] for w in p["weights"]] for p in obj["status"]["trafficHistory"]]
+    assert history == [[50, 50], [0, 100]]
+    time.sleep(3)  # a few more ticks of the restarted operator: nothing else happens
+    assert seq(loop.get("crash")) == 2
+    assert [r for r, _ in action_events(loop.kube, "crash")] == ["RunStarted", "Promoted"]
+    promoted = loop.kube.events("crash", "Promoted")
+    assert len(promoted) == 1 and promoted[0].get("count", 1) == 1
+
+
+# ------------------------------------------------------------------------------- (h)
+
+
+def test_manual_promotion_waits_for_approval(
+    loop: Loop, api_client: Any, model_dirs: dict[str, Path], kube_cluster: Any
+) -> None:
+    kubelet = loop.start_kubelet(api_client)
+    loop.start_operator()
+    loop.kube.apply(manifest("manual", model_dirs, promotion={"auto": False}))
+    loop.running("manual", kubelet)
+    obj = loop.wait(
+        "manual", lambda o: concluded(o).get("reason") == "AwaitingApproval", "AwaitingApproval"
+    )
+    assert obj["status"]["analysis"]["winner"] == "treatment"
+    assert "rankexp promote manual treatment" in concluded(obj)["message"]
+
+    def waiting(o: dict[str, Any]) -> None:
+        assert seq(o) == 1 and phase(o) == "Running"
+        assert concluded(o)["reason"] == "AwaitingApproval"
+
+    hold_for(loop, "manual", 3, waiting)
+    assert len(loop.kube.events("manual", "AwaitingApproval")) == 1
+
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kube_cluster.kubeconfig),
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+    }
+    ns = loop.kube.namespace
+    kubectl = str(kube_cluster.bin_dir / "kubectl")
+    # The kubectl plugin (kubectl-rankexp on PATH) shows the evidence.
+    shown = subprocess.run(
+        [kubectl, "rankexp", "status", "manual", "-n", ns],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "AwaitingApproval" in shown.stdout and "treatment" in shown.stdout
+    assert "Sample-ratio check p-value" in shown.stdout
+
+    bad = subprocess.run(
+        [f"{bin_dir}/rankexp", "promote", "manual", "nobody", "-n", ns],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "variant: 'nobody' is not a variant" in bad.stderr
+    ok = subprocess.run(
+        [f"{bin_dir}/rankexp", "promote", "manual", "treatment", "-n", ns],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    obj = loop.wait("manual", lambda o: phase(o) == "Promoted", "Promoted after approval")
+    assert obj["status"]["winner"] == "treatment"
+    assert "approvedVariant" in obj["status"]["lastAction"]["reason"]
+    assert obj["spec"]["promotion"]["approvedVariant"] == "treatment"
+    managed = loop.kube.kubectl(
+        "get", "experiment", "manual", "-o", "json", "--show-managed-fields"
+    )
+    writers = {
+        entry["manager"]
+        for entry in json.loads(managed.stdout)["metadata"]["managedFields"]
+        if "f:spec" in (entry.get("fieldsV1") or {})
+    }
+    assert "rankexp-operator" not in writers and len(writers) == 2  # kubectl and the CLI
+    assert [r for r, _ in action_events(loop.kube, "manual")] == ["RunStarted", "Promoted"]
