@@ -30,7 +30,7 @@ $(VENV)/.stamp: pyproject.toml
 	@touch $@
 
 .PHONY: models
-models: setup $(MODELS)/v1/metadata.json $(MODELS)/v2/metadata.json ## Train the reference models into models/v1 (weaker) and models/v2 (stronger)
+models: setup $(MODELS)/v1/user_tower.onnx $(MODELS)/v2/user_tower.onnx ## Train the reference models into models/v1 (weaker) and models/v2 (stronger), with their ONNX towers
 
 $(MODELS)/v1/metadata.json:
 	$(VENV)/bin/ranker train --profile v1 --out $(MODELS)/v1
@@ -38,19 +38,41 @@ $(MODELS)/v1/metadata.json:
 $(MODELS)/v2/metadata.json:
 	$(VENV)/bin/ranker train --profile v2 --out $(MODELS)/v2
 
+# Training writes the ONNX towers too; this adds them to models trained before it did.
+$(MODELS)/%/user_tower.onnx: | $(MODELS)/%/metadata.json
+	$(VENV)/bin/ranker export-onnx $(MODELS)/$*
+
 .PHONY: evaluate
 evaluate: models ## Offline AUC / NDCG@10 and expected CTR under the true click model, per model
 	$(VENV)/bin/ranker evaluate $(MODELS)/v1 $(MODELS)/v2
 
 ##@ Use
 .PHONY: demo
-demo: models ## Train both models, serve v2, rank a feed for a user and print it
+demo: models envtest ## The whole product on kind: engine, node image, images, chart, an experiment v1 vs v2 to its decision
+	$(PY) -m rankexp.local.demo --models $(MODELS)
+
+.PHONY: demo-down
+demo-down: ## Delete the demo's kind cluster
+	$(PY) -m rankexp.local.demo --down
+
+.PHONY: demo-feed
+demo-feed: models ## Without Kubernetes: serve v2, rank a feed for user 1 and print it beside the ground truth
 	$(PY) -m ranker.demo --model $(MODELS)/v2 --user 1
 
 ##@ Test
 .PHONY: test
-test: setup models ## Everything CI runs: unit and integration tests (real servers on 127.0.0.1)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: setup models ## Unit and integration tests (real servers on 127.0.0.1); CI runs this, then make e2e
+	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+.PHONY: e2e
+e2e: models envtest ## kind e2e: images, node image, helm install, v1 vs v2 Promoted, a slow treatment RolledBack (needs a Docker engine; installs one on Debian as root)
+	@# The long builds run here, outside pytest's timeouts; where no Docker engine can be
+	@# had, the e2e tests skip and say why.
+	if bash tools/docker/ensure-docker.sh; then \
+	  bash tools/kind/tools.sh >/dev/null && bash tools/kind/node-image.sh >/dev/null \
+	  && bash images/build.sh $(MODELS) >/dev/null; \
+	fi
+	$(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: setup ## ruff + mypy (strict) on the packages
@@ -85,9 +107,31 @@ bench-stats: setup ## Simulation: A/A false positives (sequential vs peeking), p
 envtest: ## Build kube-apiserver, etcd and kubectl from the Go module proxy into $(CACHE_DIR)/<version>/ (cached)
 	bash tools/envtest.sh
 
+##@ Images and clusters (build recipes in tools/ and images/; cached outside the clone)
+.PHONY: docker
+docker: ## Make sure a Docker engine runs (on Debian as root: installs and starts docker.io)
+	bash tools/docker/ensure-docker.sh
+
+.PHONY: tools
+tools: ## kind and helm from the Go module proxy into $(CACHE_DIR)/tools/bin (cached)
+	bash tools/kind/tools.sh
+
+.PHONY: node-image
+node-image: docker ## The kind node image from Debian packages and Go modules (cached by recipe; ~35 min cold)
+	bash tools/kind/node-image.sh
+
+.PHONY: images
+images: docker models ## rankexp-operator, rankexp-ranker(-demo) and rankexp-prometheus images
+	bash images/build.sh $(MODELS)
+
+.PHONY: chart-lint
+chart-lint: tools ## helm lint and helm template of charts/rankexp
+	$(CACHE_DIR)/tools/bin/helm lint charts/rankexp --kube-version 1.36.3
+	$(CACHE_DIR)/tools/bin/helm template rankexp charts/rankexp --kube-version 1.36.3 >/dev/null
+
 .PHONY: crds
 crds: setup ## Render crds/*.yaml from the pydantic models in rankexp.api
-	$(PY) -m rankexp.api render crds
+	$(PY) -m rankexp.api render crds --out crds --out charts/rankexp/crds
 
 ##@ Data path
 .PHONY: load

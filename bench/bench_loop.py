@@ -121,6 +121,8 @@ def run_one(
                 looks.add(analysis["time"])
             if status.get("phase") in ("Promoted", "RolledBack", "Inconclusive"):
                 break
+            if status.get("phase") == "Failed":
+                raise RuntimeError(f"{name} failed: {status.get('conditions')}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{name}: no decision after {timeout:.0f} s")
             operator.ensure_running()
@@ -154,6 +156,7 @@ def main() -> int:
     parser.add_argument("--only", choices=["defaults", "sample-ramp"], default=None)
     parser.add_argument("--timeout", type=float, default=1200)
     args = parser.parse_args()
+    args.models = args.models.resolve()
     configs = [("defaults", None), ("sample-ramp", [10, 25, 50])]
     if args.only:
         configs = [c for c in configs if c[0] == args.only]

@@ -21,6 +21,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from ranker.model import ModelLoadError, export_onnx
+
+    for uri in args.models:
+        try:
+            entry = export_onnx(uri)
+        except ModelLoadError as exc:
+            sys.stderr.write(f"ranker export-onnx: {exc}\n")
+            return 2
+        sys.stdout.write(f"{uri}: {entry['user_tower']}, {entry['item_tower']}\n")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ranker.data import make_world
     from ranker.model import ModelLoadError, load_model_dir
@@ -69,10 +82,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             model=args.model,
             variant=args.variant,
             scoring=args.scoring,
+            backend=args.backend,
             cache_size=args.cache_size,
             torch_threads=args.torch_threads,
-            inject_latency_ms=args.inject_latency_ms,
-            inject_error_rate=args.inject_error_rate,
+            # None: not given, so RANKER_INJECT_* from the environment apply
+            **{
+                key: value
+                for key, value in (
+                    ("inject_latency_ms", args.inject_latency_ms),
+                    ("inject_error_rate", args.inject_error_rate),
+                )
+                if value is not None
+            },
         )
     except ValidationError as exc:
         for err in exc.errors():
@@ -114,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--version", default=None, help="model_version label (default: profile)")
     t.set_defaults(func=_cmd_train)
 
+    x = sub.add_parser("export-onnx", help="add the ONNX towers to existing model directories")
+    x.add_argument("models", nargs="+", help="model directories")
+    x.set_defaults(func=_cmd_export_onnx)
+
     e = sub.add_parser("evaluate", help="offline AUC/NDCG@10 and expected CTR per model")
     e.add_argument("models", nargs="+", help="model directories")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -125,16 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--scoring", choices=["fast", "naive"], default="fast")
+    s.add_argument(
+        "--backend", choices=["auto", "onnx", "torch"], default="auto",
+        help="towers: onnxruntime (no torch), torch, or auto (onnx when the model has it "
+        "and onnxruntime is installed)",
+    )  # fmt: skip
     s.add_argument("--cache-size", type=int, default=50_000)
     s.add_argument("--torch-threads", type=int, default=1)
     s.add_argument("--log-level", default="info")
     s.add_argument(
-        "--inject-latency-ms", type=float, default=0.0, metavar="MS",
-        help="TEST ONLY: delay every /rank by MS milliseconds",
+        "--inject-latency-ms", type=float, default=None, metavar="MS",
+        help="TEST ONLY: delay every /rank by MS milliseconds (or RANKER_INJECT_LATENCY_MS)",
     )  # fmt: skip
     s.add_argument(
-        "--inject-error-rate", type=float, default=0.0, metavar="P",
-        help="TEST ONLY: answer this share of /rank requests with a 500",
+        "--inject-error-rate", type=float, default=None, metavar="P",
+        help="TEST ONLY: answer this share of /rank requests with a 500 "
+        "(or RANKER_INJECT_ERROR_RATE)",
     )  # fmt: skip
     s.set_defaults(func=_cmd_serve)
 

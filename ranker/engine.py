@@ -1,4 +1,7 @@
-"""Scoring: the fast path that serves, and the naive path it is measured against."""
+"""Scoring: the fast path that serves, and the naive path it is measured against.
+
+The engine is backend-neutral numpy; the towers come from a backend
+(:mod:`ranker.towers`: torch, or onnxruntime without torch)."""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
-from ranker.model import LoadedModel
+from ranker.artifacts import ModelSnapshot
+from ranker.towers import Towers
 
 Scoring = Literal["fast", "naive"]
 
@@ -40,20 +43,23 @@ class RankingEngine:
     """
 
     def __init__(
-        self, loaded: LoadedModel, scoring: Scoring = "fast", cache_size: int = 50_000
+        self,
+        loaded: ModelSnapshot,
+        towers: Towers,
+        scoring: Scoring = "fast",
+        cache_size: int = 50_000,
     ) -> None:
         self.loaded = loaded
+        self.towers = towers
         self.scoring = scoring
         self.cache_size = cache_size
         self._cache: OrderedDict[int, npt.NDArray[np.float32]] = OrderedDict()
         self._user_row = {int(u): n for n, u in enumerate(loaded.user_ids)}
         self._item_ids = frozenset(int(i) for i in loaded.item_ids)
         self.n_items = len(loaded.item_ids)
-        model = loaded.model
-        with torch.inference_mode():
-            emb = model.item_embedding(torch.from_numpy(loaded.item_x))
-        self._item_emb: npt.NDArray[np.float32] = np.ascontiguousarray(emb.numpy())
-        self._bias = np.float32(model.bias.detach().item())
+        emb = towers.item(loaded.item_x)
+        self._item_emb: npt.NDArray[np.float32] = np.ascontiguousarray(emb, dtype=np.float32)
+        self._bias = np.float32(towers.bias)
         # Fallback for users the model has never seen: popular and fresh first.
         pop = np.log1p(loaded.item_popularity)
         z = (pop - pop.mean()) / (pop.std() + 1e-9) - loaded.item_age_hours / 72.0
@@ -76,9 +82,7 @@ class RankingEngine:
         if emb is not None:
             self._cache.move_to_end(user_id)
             return emb, True
-        with torch.inference_mode():
-            x = torch.from_numpy(self.loaded.user_x[row : row + 1])
-            emb = self.loaded.model.user_embedding(x)[0].numpy().copy()
+        emb = self.towers.user(self.loaded.user_x[row : row + 1])[0].copy()
         self._cache[user_id] = emb
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -101,9 +105,10 @@ class RankingEngine:
         return Ranking(top, _sigmoid(logits[top] + self._bias), False, hit)
 
     def _rank_naive(self, row: int, k: int) -> Ranking:
-        with torch.inference_mode():
-            item_x = torch.from_numpy(self.loaded.item_x)
-            user_x = torch.from_numpy(self.loaded.user_x[row : row + 1]).expand(self.n_items, -1)
-            scores = self.loaded.model(user_x, item_x).squeeze(1).numpy()
+        # Both towers over every (user, item) pair, then a full sort: the original design.
+        user_x = np.repeat(self.loaded.user_x[row : row + 1], self.n_items, axis=0)
+        u = self.towers.user(user_x)
+        i = self.towers.item(self.loaded.item_x)
+        scores = _sigmoid((u * i).sum(axis=1) + self._bias)
         order = np.argsort(-scores, kind="stable")[:k]
         return Ranking(order.astype(np.intp), scores[order].astype(np.float32), False, None)

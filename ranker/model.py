@@ -7,17 +7,40 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from torch import nn
 
-WEIGHTS_FILE = "model.pt"
-SCHEMA_FILE = "feature_schema.json"
-METADATA_FILE = "metadata.json"
-SNAPSHOT_FILE = "snapshot.npz"
+from ranker.artifacts import (
+    ITEM_TOWER_FILE,
+    METADATA_FILE,
+    SCHEMA_FILE,
+    SNAPSHOT_FILE,
+    USER_TOWER_FILE,
+    WEIGHTS_FILE,
+    ModelLoadError,
+    ModelSnapshot,
+    load_snapshot,
+    resolve_model_path,
+)
+
+__all__ = [
+    "ITEM_TOWER_FILE",
+    "METADATA_FILE",
+    "SCHEMA_FILE",
+    "SNAPSHOT_FILE",
+    "USER_TOWER_FILE",
+    "WEIGHTS_FILE",
+    "LoadedModel",
+    "ModelLoadError",
+    "TwoTowerModel",
+    "export_onnx",
+    "load_model_dir",
+    "resolve_model_path",
+    "save_model_dir",
+]
 
 
 def _tower(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -82,37 +105,11 @@ class TwoTowerModel(nn.Module):
         return torch.sigmoid(self.logits(user_x, item_x))
 
 
-class ModelLoadError(RuntimeError):
-    """A model directory is missing, incomplete or corrupt."""
-
-
 @dataclass
-class LoadedModel:
-    """A model directory loaded into memory, ready to serve."""
+class LoadedModel(ModelSnapshot):
+    """A model directory loaded into memory with its torch weights."""
 
-    path: Path
-    model: TwoTowerModel
-    schema: dict[str, Any]
-    metadata: dict[str, Any]
-    user_ids: npt.NDArray[np.int64]
-    user_x: npt.NDArray[np.float32]
-    item_ids: npt.NDArray[np.int64]
-    item_x: npt.NDArray[np.float32]
-    item_category: npt.NDArray[np.int64]
-    item_age_hours: npt.NDArray[np.float64]
-    item_popularity: npt.NDArray[np.float64]
-
-    @property
-    def version(self) -> str:
-        return str(self.metadata.get("version", "unknown"))
-
-
-def resolve_model_path(uri: str) -> Path:
-    """A local path or a file:// URI; other schemes are not servable here."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return Path(parsed.path if parsed.scheme == "file" else uri)
-    raise ModelLoadError(f"unsupported model URI scheme {parsed.scheme!r} in {uri!r}")
+    model: TwoTowerModel = None  # type: ignore[assignment]  # always set by load_model_dir
 
 
 def save_model_dir(
@@ -126,55 +123,45 @@ def save_model_dir(
     torch.save(model.state_dict(), out / WEIGHTS_FILE)
     (out / SCHEMA_FILE).write_text(json.dumps(schema, indent=2) + "\n")
     np.savez(out / SNAPSHOT_FILE, **snapshot)  # type: ignore[arg-type]
+    metadata = {**metadata, "onnx": export_onnx_state(model.state_dict(), out)}
     # metadata last: its presence marks a complete directory (make models uses it)
     (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
 
 
+def export_onnx_state(state: dict[str, Any], out: Path) -> dict[str, Any]:
+    from ranker.onnx_export import export_towers
+
+    return export_towers(state, out)
+
+
+def export_onnx(uri: str) -> dict[str, Any]:
+    """Add the ONNX towers to an existing model directory (``ranker export-onnx``)."""
+    loaded = load_model_dir(uri)
+    entry = export_onnx_state(loaded.model.state_dict(), loaded.path)
+    metadata = {**loaded.metadata, "onnx": entry}
+    (loaded.path / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    return entry
+
+
 def load_model_dir(uri: str) -> LoadedModel:
-    """Load and validate a model directory; raise ModelLoadError saying what is wrong."""
-    path = resolve_model_path(uri)
-    if not path.is_dir():
-        raise ModelLoadError(f"model directory {path} does not exist")
-    for name in (WEIGHTS_FILE, SCHEMA_FILE, METADATA_FILE, SNAPSHOT_FILE):
-        if not (path / name).is_file():
-            raise ModelLoadError(f"model directory {path} lacks {name}")
+    """Load and validate a model directory with its torch weights; raise ModelLoadError
+    saying what is wrong."""
+    snapshot = load_snapshot(uri, required=(WEIGHTS_FILE,))
+    path = snapshot.path
+    schema = snapshot.schema
     try:
-        schema = json.loads((path / SCHEMA_FILE).read_text())
-        metadata = json.loads((path / METADATA_FILE).read_text())
-        user_dim = int(schema["user_dim"])
-        item_dim = int(schema["item_dim"])
         model = TwoTowerModel(
-            user_dim, item_dim, int(schema["embedding_dim"]), int(schema["hidden_dim"])
+            int(schema["user_dim"]),
+            int(schema["item_dim"]),
+            int(schema["embedding_dim"]),
+            int(schema["hidden_dim"]),
         )
         state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-        with np.load(path / SNAPSHOT_FILE) as snap:
-            arrays = {k: snap[k] for k in snap.files}
-    except ModelLoadError:
-        raise
     except Exception as exc:  # corrupt files raise anything from json to pickle errors
         raise ModelLoadError(f"model directory {path} is corrupt: {exc}") from exc
     model.eval()
-    try:
-        loaded = LoadedModel(
-            path=path,
-            model=model,
-            schema=schema,
-            metadata=metadata,
-            user_ids=arrays["user_ids"].astype(np.int64),
-            user_x=arrays["user_x"].astype(np.float32),
-            item_ids=arrays["item_ids"].astype(np.int64),
-            item_x=arrays["item_x"].astype(np.float32),
-            item_category=arrays["item_category"].astype(np.int64),
-            item_age_hours=arrays["item_age_hours"].astype(np.float64),
-            item_popularity=arrays["item_popularity"].astype(np.float64),
-        )
-    except KeyError as exc:
-        raise ModelLoadError(f"model directory {path}: snapshot lacks array {exc}") from exc
-    if loaded.user_x.shape[1:] != (user_dim,) or loaded.item_x.shape[1:] != (item_dim,):
-        raise ModelLoadError(f"model directory {path}: snapshot does not match feature schema")
-    if not (np.isfinite(loaded.user_x).all() and np.isfinite(loaded.item_x).all()):
-        raise ModelLoadError(f"model directory {path}: snapshot holds non-finite features")
     if math.isnan(float(model.bias.item())):
         raise ModelLoadError(f"model directory {path}: weights hold NaN")
-    return loaded
+    fields = {k: getattr(snapshot, k) for k in ModelSnapshot.__dataclass_fields__}
+    return LoadedModel(**fields, model=model)

@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
 import numpy as np
-import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -23,13 +22,14 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ranker.artifacts import ModelLoadError, ModelSnapshot, load_snapshot
 from ranker.asgi import ASGIApp, Message, Receive, Scope, Send
 from ranker.data import CATEGORIES
 from ranker.engine import RankingEngine, Scoring
 from ranker.faults import FaultInjector
 from ranker.metrics import RankerMetrics
-from ranker.model import LoadedModel, ModelLoadError, load_model_dir
 from ranker.quality import QualityMonitor
+from ranker.towers import Backend, Towers, load_towers
 
 log = logging.getLogger("ranker.service")
 
@@ -42,6 +42,8 @@ class RankerSettings(BaseSettings):
     model: str = Field(description="model directory: a path or a file:// URI")
     variant: str = "default"
     scoring: Scoring = "fast"
+    #: towers backend: onnx (onnxruntime, no torch), torch, or auto (onnx when possible)
+    backend: Backend = "auto"
     cache_size: int = Field(default=50_000, ge=1)
     torch_threads: int = Field(default=1, ge=1)
     # TEST ONLY (ranker.faults): slow or failing /rank on purpose.
@@ -123,8 +125,9 @@ class RequestMetricsMiddleware:
             self.metrics.count_request(path[1:], status, elapsed if path == "/rank" else None)
 
 
-def _load(settings: RankerSettings) -> LoadedModel:
-    return load_model_dir(settings.model)
+def _load(settings: RankerSettings) -> tuple[ModelSnapshot, Towers]:
+    snapshot = load_snapshot(settings.model)
+    return snapshot, load_towers(snapshot, settings.backend, settings.torch_threads)
 
 
 def create_app(settings: RankerSettings, registry: CollectorRegistry | None = None) -> FastAPI:
@@ -136,11 +139,12 @@ def create_app(settings: RankerSettings, registry: CollectorRegistry | None = No
     metrics = RankerMetrics(registry, settings.variant)
     state = ServingState()
 
-    def install(loaded: LoadedModel) -> None:
-        engine = RankingEngine(loaded, settings.scoring, settings.cache_size)
-        state.feature_index = {n: i for i, n in enumerate(loaded.schema["user_features"])}
-        offline = loaded.metadata.get("offline_metrics", {})
-        metrics.set_model(loaded.version, offline.get("auc"), offline.get("ndcg_at_10"))
+    def install(loaded: tuple[ModelSnapshot, Towers]) -> None:
+        snapshot, towers = loaded
+        engine = RankingEngine(snapshot, towers, settings.scoring, settings.cache_size)
+        state.feature_index = {n: i for i, n in enumerate(snapshot.schema["user_features"])}
+        offline = snapshot.metadata.get("offline_metrics", {})
+        metrics.set_model(snapshot.version, offline.get("auc"), offline.get("ndcg_at_10"))
         state.monitor = QualityMonitor(metrics, engine.n_items, len(CATEGORIES))
         state.engine = engine
 
@@ -156,16 +160,16 @@ def create_app(settings: RankerSettings, registry: CollectorRegistry | None = No
             log.exception("model not loaded, /ready stays 503")
         else:
             log.info(
-                "model %s loaded from %s for variant %s (%s scoring)",
+                "model %s loaded from %s for variant %s (%s scoring, %s backend)",
                 state.engine.loaded.version if state.engine else "?",
                 settings.model,
                 settings.variant,
                 settings.scoring,
+                state.engine.towers.backend if state.engine else "?",
             )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        torch.set_num_threads(settings.torch_threads)
         task = asyncio.create_task(load_in_background())
         try:
             yield
@@ -196,7 +200,7 @@ def create_app(settings: RankerSettings, registry: CollectorRegistry | None = No
         if state.engine is not None:
             return JSONResponse(
                 {"ready": True, "model_version": state.engine.loaded.version,
-                 "variant": settings.variant}
+                 "variant": settings.variant, "backend": state.engine.towers.backend}
             )  # fmt: skip
         reason = state.error or "model is loading"
         return JSONResponse({"ready": False, "reason": reason}, status_code=503)

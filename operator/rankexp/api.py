@@ -1,9 +1,10 @@
 """Custom resources of rankexp.io/v1alpha1 as pydantic models: the single source of truth.
 
 `python -m rankexp.api render crds` (``make crds``) writes crds/experiment.yaml and
-crds/alertpolicy.yaml from these models; tests/unit/operator/test_crds.py fails when the
-checked-in files are stale. Validation that the API server can do (OpenAPI schema plus CEL
-rules in ``x-kubernetes-validations``) lives here, so ``kubectl apply`` of a bad manifest
+crds/alertpolicy.yaml from these models, and the same into the Helm chart's crds/;
+tests/unit/operator/test_crds.py fails when the checked-in files are stale. Validation
+that the API server can do (OpenAPI schema plus CEL rules in
+``x-kubernetes-validations``) lives here, so ``kubectl apply`` of a bad manifest
 fails with a message that names the broken rule.
 
 CEL cost: the API server estimates the worst-case cost of every rule from the schema's
@@ -151,6 +152,11 @@ class Variant(_Model):
     model: ModelRef = Field(description="The model this variant serves.")
     weight: int = Field(description="Integer percentage of users routed here (0..100).")
     replicas: int = Field(default=1, description="Ranker pods for this variant.")
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Extra environment for this variant's pods (wins over template.env).",
+    )
 
 
 class Traffic(_Model):
@@ -385,7 +391,10 @@ class VariantStatus(_Model):
 
 
 class TrafficPeriod(_Model):
-    since: datetime = Field(description="When these weights took effect.")
+    since: datetime = Field(description="When the operator set these weights.")
+    settled_at: datetime | None = Field(
+        default=None, description="When every router pod served them (the rollout was done)."
+    )
     weights: list[TrafficWeight] = Field(max_length=MAX_VARIANTS)
 
 
@@ -864,19 +873,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     render = sub.add_parser("render", help="write the CRD YAML files")
     render.add_argument("what", choices=["crds"])
-    render.add_argument("--out", type=Path, default=Path("crds"), help="output directory")
+    render.add_argument(
+        "--out",
+        type=Path,
+        action="append",
+        help="output directory (repeatable; default: crds and the chart's crds)",
+    )
     render.add_argument("--check", action="store_true", help="fail if a file is stale")
     args = parser.parse_args(argv)
     stale = []
-    for name, content in crd_files().items():
-        path = args.out / name
-        if args.check:
-            if not path.exists() or path.read_text() != content:
-                stale.append(str(path))
-            continue
-        args.out.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-        sys.stdout.write(f"wrote {path}\n")
+    for out in args.out or [Path("crds"), Path("charts/rankexp/crds")]:
+        for name, content in crd_files().items():
+            path = out / name
+            if args.check:
+                if not path.exists() or path.read_text() != content:
+                    stale.append(str(path))
+                continue
+            out.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+            sys.stdout.write(f"wrote {path}\n")
     if stale:
         sys.stderr.write(f"stale (run `make crds`): {', '.join(stale)}\n")
         return 1

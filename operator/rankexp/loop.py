@@ -52,6 +52,8 @@ HOLD_REASONS = {
     "MissingData": "MissingData",
 }
 SCORE = "score"
+#: After the router's rollout is done, its old pods drain (preStop) for a few seconds.
+SETTLE_MARGIN = timedelta(seconds=res.PRESTOP_SECONDS + 3)
 
 
 class MetricsReader(Protocol):
@@ -74,7 +76,7 @@ class MetricsReader(Protocol):
         segments: list[tuple[datetime, datetime]],
         *,
         namespace: str | None = None,
-    ) -> list[float]: ...
+    ) -> list[dict[str, float]]: ...
 
     def stale(
         self,
@@ -144,8 +146,14 @@ def tick(
         return _apply(store, body, spec, record, status, stamp, existing)
 
     readiness = _readiness(experiment, spec, record, status, existing, stamp, generation)
+    settled = _settled_history(experiment, status, existing, stamp)
+    if settled is not None:
+        readiness["trafficHistory"] = settled
     merged = {**status, **readiness}
     outcome = TickOutcome(status=readiness)
+    if record.concluded and not spec.paused and _losers_up(experiment, record, existing):
+        # the router has (or soon has) the final routing: scale the losers down now
+        rec.apply_children(store, body, spec, record, existing)
     if spec.paused or merged.get("phase") != "Running" or record.concluded:
         return outcome
 
@@ -318,6 +326,43 @@ def _readiness(
     return {k: v for k, v in out.items() if status.get(k) != v}
 
 
+def _settled_history(
+    experiment: res.ExperimentRef,
+    status: Mapping[str, Any],
+    existing: Mapping[tuple[str, str], Mapping[str, Any]],
+    now: str,
+) -> list[dict[str, Any]] | None:
+    """The traffic history with ``settledAt`` set on its last period, once the router
+    Deployment runs the routing everywhere; None when there is nothing to record."""
+    history = [dict(p) for p in status.get("trafficHistory") or []]
+    if not history or history[-1].get("settledAt"):
+        return None
+    router = existing.get(("Deployment", res.router_name(experiment.name)))
+    if router is None or not res.rolled_out(router):
+        return None
+    configmap = existing.get(("ConfigMap", res.routing_configmap_name(experiment.name)))
+    wanted = res.routing_checksum(configmap) if configmap is not None else None
+    template = (router.get("spec") or {}).get("template", {}).get("metadata", {})
+    running = (template.get("annotations") or {}).get(res.ANNOTATION_ROUTING_CHECKSUM)
+    if wanted is None or running != wanted:
+        return None  # the router does not run this routing yet
+    history[-1]["settledAt"] = max(now, str(history[-1]["since"]))
+    return history
+
+
+def _losers_up(
+    experiment: res.ExperimentRef,
+    record: ActionRecord,
+    existing: Mapping[tuple[str, str], Mapping[str, Any]],
+) -> bool:
+    """Whether a variant the run scaled down still has replicas in its Deployment."""
+    for variant in record.scaled_down:
+        deployment = existing.get(("Deployment", res.variant_child_name(experiment.name, variant)))
+        if deployment is not None and int((deployment.get("spec") or {}).get("replicas", 0)) > 0:
+            return True
+    return False
+
+
 def _apply(
     store: rec.ChildStore,
     body: Mapping[str, Any],
@@ -399,8 +444,10 @@ def _analyze(
             namespace=experiment.namespace,
             features=read_features,
         )
-        periods = rollout.segments(status.get("trafficHistory") or [], started, now)
-        totals = reader.exposures_between(
+        periods = rollout.srm_segments(
+            status.get("trafficHistory") or [], started, now, SETTLE_MARGIN
+        )
+        counts = reader.exposures_between(
             experiment.name, [(a, b) for a, b, _ in periods], namespace=experiment.namespace
         )
     except PrometheusUnavailable as exc:
@@ -413,9 +460,12 @@ def _analyze(
         reader.close()
 
     traffic = {str(t["variant"]): int(t["weight"]) for t in status.get("traffic") or []}
+    # The sample-ratio check counts only settled traffic: after a weight change the
+    # router's rollout serves the old split for a few seconds more.
     expected = rollout.expected_weights(
-        [(w, n) for (_, _, w), n in zip(periods, totals, strict=True)], traffic
+        [(w, sum(c.values())) for (_, _, w), c in zip(periods, counts, strict=True)], traffic
     )
+    srm_exposures = {n: sum(c.get(n, 0.0) for c in counts) for n in names}
     drift: dict[str, Any] = (
         analysis.drift.model_dump(by_alias=True)
         if analysis.drift
@@ -435,6 +485,7 @@ def _analyze(
             guardrails=guardrails,
             min_samples_per_variant=analysis.min_samples_per_variant,
             srm_p_value=analysis.srm_p_value,
+            srm_exposures=srm_exposures,
             drift=drift,
             elapsed_seconds=(now - started).total_seconds(),
             max_duration_seconds=parse_duration(analysis.max_duration),

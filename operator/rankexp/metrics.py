@@ -321,20 +321,24 @@ class ExperimentMetrics:
         segments: Sequence[tuple[datetime, datetime]],
         *,
         namespace: str | None = None,
-    ) -> list[float]:
-        """Feeds the router served (all variants together) in each ``(start, end)``.
+    ) -> list[dict[str, float]]:
+        """Feeds the router served per variant in each ``(start, end)``.
 
-        For the sample-ratio check across weight changes: each period's share of the
-        window's exposures weights that period's traffic split. A period too short for
-        ``increase()`` (fewer than two samples) served no measurable traffic: 0.
+        For the sample-ratio check across weight changes. A period too short for
+        ``increase()`` (fewer than two samples) served no measurable traffic: empty.
         """
         sel = selector(experiment, namespace)
-        out: list[float] = []
+        out: list[dict[str, float]] = []
         for start, end in segments:
             window = format_window(max(end - start, timedelta(seconds=1)))
-            samples = self.query(f"sum(increase({EXPOSURES}{sel}[{window}]))", end)
-            value = samples[0][1] if samples else 0.0
-            out.append(value if math.isfinite(value) and value > 0 else 0.0)
+            samples = self.query(f"sum by (variant) (increase({EXPOSURES}{sel}[{window}]))", end)
+            out.append(
+                {
+                    labels.get("variant", ""): value
+                    for labels, value in samples
+                    if math.isfinite(value) and value > 0
+                }
+            )
         return out
 
     def stale(
@@ -434,6 +438,7 @@ def analysis_input(
     guardrails: Mapping[str, float] | Sequence[Mapping[str, Any]] | None = None,
     min_samples_per_variant: float = 1000,
     srm_p_value: float = 0.001,
+    srm_exposures: Mapping[str, float] | None = None,
     drift: Mapping[str, Any] | None = None,
     mde: float | None = None,
     elapsed_seconds: float | None = None,
@@ -464,6 +469,8 @@ def analysis_input(
     }  # fmt: skip
     if experiment is not None:
         payload["experiment"] = experiment
+    if srm_exposures is not None:
+        payload["srm_exposures"] = dict(srm_exposures)
     if secondary_metrics is not None:
         payload["secondary_metrics"] = list(secondary_metrics)
     if drift is not None:

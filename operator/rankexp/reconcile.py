@@ -423,17 +423,24 @@ def apply_children(
 ) -> Applied:
     """Apply every child for the routing of ``record`` (server-side apply: unchanged
     children are no-ops) and delete the ones no longer wanted. Nothing is applied when
-    another experiment's children hold one of the names (``conflicts``)."""
+    another experiment's children hold one of the names (``conflicts``).
+
+    Order: the routing ConfigMap (it carries the action, so a routing change is on record
+    before anything else moves), the router, then the variants. Variants a concluded run
+    scales down keep their replicas until the router runs the new routing, so no request
+    is routed to a variant that is already gone; the next tick scales them down."""
     experiment = res.ExperimentRef.from_body(body)
-    desired = res.desired_children(
-        experiment,
-        spec,
-        record.weights,
-        res.previous_allocation(routing_configmap(experiment, existing)),
-        replicas=rollout.replicas(spec, record),
-        action=record.annotation(),
-    )
-    kopf.adopt(desired, owner=cast(kopf.Body, dict(body)))
+    previous = res.previous_allocation(routing_configmap(experiment, existing))
+
+    def render(replicas: Mapping[str, int]) -> list[dict[str, Any]]:
+        children = res.desired_children(
+            experiment, spec, record.weights, previous, replicas=replicas,
+            action=record.annotation(),
+        )  # fmt: skip
+        kopf.adopt(children, owner=cast(kopf.Body, dict(body)))
+        return children
+
+    desired = render(rollout.replicas(spec, None))
     result = Applied()
     result.conflicts = [
         key
@@ -444,10 +451,8 @@ def apply_children(
     ]
     if result.conflicts:
         return result
-    # The ConfigMap (which carries the action) goes first, so a routing change is on
-    # record before any Deployment scales for it.
-    ordered = sorted(desired, key=lambda c: c["kind"] != "ConfigMap")
-    for child in ordered:
+
+    def apply(child: dict[str, Any]) -> dict[str, Any]:
         key = res.child_key(child)
         before = existing.get(key)
         after = store.apply(child)
@@ -456,6 +461,25 @@ def apply_children(
             result.created.append(f"{key[0]} {key[1]}")
         elif before["metadata"].get("resourceVersion") != after["metadata"].get("resourceVersion"):
             result.updated.append(f"{key[0]} {key[1]}")
+        return after
+
+    router_keys = {
+        ("ConfigMap", res.routing_configmap_name(experiment.name)),
+        ("Deployment", res.router_name(experiment.name)),
+        ("Service", res.router_name(experiment.name)),
+    }
+    router_first = sorted(
+        (c for c in desired if res.child_key(c) in router_keys),
+        key=lambda c: c["kind"] != "ConfigMap",
+    )
+    applied_router = {res.child_key(c): apply(c) for c in router_first}
+    router = applied_router[("Deployment", res.router_name(experiment.name))]
+    replicas = (
+        rollout.replicas(spec, record) if res.rolled_out(router) else rollout.replicas(spec, None)
+    )
+    for child in render(replicas):
+        if res.child_key(child) not in router_keys:
+            apply(child)
     desired_keys = {res.child_key(c) for c in desired}
     for key, obj in sorted(existing.items()):
         labels = obj["metadata"].get("labels") or {}

@@ -181,15 +181,29 @@ def routing_json(config: Mapping[str, Any]) -> str:
 # --- children -----------------------------------------------------------------------------
 
 
-def _env(spec: ExperimentSpec, experiment: str, variant: str | None) -> list[dict[str, str]]:
+def _env(spec: ExperimentSpec, experiment: str, variant: Variant | None) -> list[dict[str, str]]:
+    """The operator's own variables, then the template's, then the variant's (a variant's
+    value wins over the template's for the same name)."""
     env = [{"name": "RANKEXP_EXPERIMENT", "value": experiment}]
     if variant is not None:
-        env.append({"name": "RANKEXP_VARIANT", "value": variant})
+        env.append({"name": "RANKEXP_VARIANT", "value": variant.name})
     reserved = {e["name"] for e in env}
-    env.extend(
-        {"name": e.name, "value": e.value} for e in spec.template.env if e.name not in reserved
-    )
+    extra: dict[str, str] = {e.name: e.value for e in spec.template.env}
+    if variant is not None:
+        extra.update({e.name: e.value for e in variant.env})
+    env.extend({"name": k, "value": v} for k, v in extra.items() if k not in reserved)
     return env
+
+
+# Every pod runs as a non-root user with a read-only root filesystem (the rankexp-ranker
+# image's user is 65532); nothing in ranker serve or route writes to disk.
+POD_SECURITY = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+PRESTOP_SECONDS = 5
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
 
 
 def _container(spec: ExperimentSpec, args: list[str], env: list[dict[str, str]]) -> dict[str, Any]:
@@ -206,6 +220,10 @@ def _container(spec: ExperimentSpec, args: list[str], env: list[dict[str, str]])
             "periodSeconds": 10,
             "failureThreshold": 6,
         },
+        "securityContext": dict(CONTAINER_SECURITY),
+        # Keep serving while the endpoint is removed from the Service (kube-proxy and
+        # clients catch up), so a rollout or scale-down drops no requests.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
     }
     if spec.template.image_pull_policy:
         container["imagePullPolicy"] = spec.template.image_pull_policy
@@ -222,7 +240,7 @@ def _deployment(
     pod_annotations: dict[str, str],
     volumes: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    pod_spec: dict[str, Any] = {"containers": [container]}
+    pod_spec: dict[str, Any] = {"securityContext": dict(POD_SECURITY), "containers": [container]}
     if volumes:
         pod_spec["volumes"] = volumes
     return {
@@ -277,7 +295,7 @@ def variant_children(
         "--port",
         str(PORT),
     ]
-    container = _container(spec, args, _env(spec, experiment.name, variant.name))
+    container = _container(spec, args, _env(spec, experiment.name, variant))
     if spec.template.resources is not None:
         container["resources"] = spec.template.resources.model_dump(exclude_none=True)
     deployment = _deployment(
@@ -328,7 +346,7 @@ def router_children(
     container = _container(spec, args, _env(spec, experiment.name, None))
     container["volumeMounts"] = [{"name": "routing", "mountPath": ROUTING_DIR, "readOnly": True}]
     # A new weight rolls the router, so it never serves a half-propagated ConfigMap volume.
-    checksum = hashlib.sha256(config_text.encode()).hexdigest()[:16]
+    checksum = checksum_of(config_text)
     deployment = _deployment(
         name,
         experiment.namespace,
@@ -342,6 +360,34 @@ def router_children(
         ],
     )
     return [configmap, deployment, _service(name, experiment.namespace, child_labels, selector)]
+
+
+def rolled_out(deployment: Mapping[str, Any]) -> bool:
+    """Whether a Deployment runs its current template everywhere, as ``kubectl rollout
+    status`` decides: the controller saw the latest generation, every replica is updated
+    and available, and no old one is left."""
+    meta = deployment.get("metadata") or {}
+    status = deployment.get("status") or {}
+    wanted = int((deployment.get("spec") or {}).get("replicas", 1))
+    observed = status.get("observedGeneration")
+    return (
+        observed is not None
+        and int(observed) >= int(meta.get("generation") or 0)
+        and int(status.get("updatedReplicas") or 0) >= wanted
+        and int(status.get("availableReplicas") or status.get("readyReplicas") or 0) >= wanted
+        and int(status.get("replicas") or 0) <= wanted
+    )
+
+
+def checksum_of(config_text: str) -> str:
+    return hashlib.sha256(config_text.encode()).hexdigest()[:16]
+
+
+def routing_checksum(configmap: Mapping[str, Any]) -> str | None:
+    """The checksum of a routing ConfigMap's routing.json, as the router's pod template
+    carries it once it runs that routing."""
+    text = (configmap.get("data") or {}).get(ROUTING_KEY)
+    return checksum_of(text) if text is not None else None
 
 
 def desired_children(

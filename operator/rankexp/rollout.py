@@ -32,7 +32,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from rankexp import conditions as cond
@@ -356,6 +356,25 @@ def segments(
         since = parse_time(period["since"])
         until = parse_time(history[i + 1]["since"]) if i + 1 < len(history) else end
         lo, hi = max(since, start), min(until, end)
+        if lo < hi:
+            weights = {str(w["variant"]): int(w["weight"]) for w in period["weights"]}
+            out.append((lo, hi, weights))
+    return out
+
+
+def srm_segments(
+    history: Sequence[Mapping[str, Any]], start: datetime, end: datetime, margin: timedelta
+) -> list[tuple[datetime, datetime, dict[str, int]]]:
+    """The parts of the window in which the router served each period's weights: from
+    ``settledAt`` + ``margin`` (the router's rollout done, its old pods drained) to the
+    next change. A period not yet settled is left out."""
+    out: list[tuple[datetime, datetime, dict[str, int]]] = []
+    for i, period in enumerate(history):
+        settled = period.get("settledAt")
+        if not settled:
+            continue
+        lo = max(parse_time(period["since"]), parse_time(settled) + margin, start)
+        hi = min(parse_time(history[i + 1]["since"]) if i + 1 < len(history) else end, end)
         if lo < hi:
             weights = {str(w["variant"]): int(w["weight"]) for w in period["weights"]}
             out.append((lo, hi, weights))

@@ -10,6 +10,8 @@ that need the cluster; they are never skipped.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,3 +39,26 @@ def kube_cluster() -> Iterator[LocalCluster]:
     bin_dir = ensure_binaries()
     with LocalCluster(bin_dir) as cluster:
         yield cluster
+
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_NAMES = ("experiments.rankexp.io", "alertpolicies.rankexp.io")
+
+
+@pytest.fixture(scope="session")
+def crds(kube_cluster: LocalCluster) -> Any:
+    """`kubectl apply -f crds/` once per session, then wait until the CRDs are served."""
+    kube_cluster.kubectl("apply", "-f", str(REPO / "crds"))
+    for name in CRD_NAMES:
+        kube_cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s", f"crd/{name}")
+    return kube_cluster
+
+
+@pytest.fixture(scope="session")
+def api_client(kube_cluster: Any) -> Iterator[Any]:
+    """The official Python client for the session's cluster."""
+    from kubernetes import config
+
+    client = config.new_client_from_config(config_file=str(kube_cluster.kubeconfig))  # type: ignore[no-untyped-call]
+    yield client
+    client.close()

@@ -380,21 +380,29 @@ _COMPARISON_FIELDS = (
 
 
 def _srm(m: AnalysisInput, holds: list[tuple[str, str]]) -> dict[str, Any]:
-    """Sample-ratio check and the minimum-sample rule, both on exposures."""
+    """Sample-ratio check (on ``srm_exposures`` when given) and the minimum-sample rule
+    (on exposures)."""
     exposures = {k: v.exposures for k, v in m.variants.items()}
+    checked: dict[str, float | None] = (
+        {k: m.srm_exposures.get(k) for k in exposures} if m.srm_exposures is not None
+        else dict(exposures)
+    )  # fmt: skip
     out: dict[str, Any] = {
         "p_value": None,
         "chi2": None,
         "threshold": m.srm_p_value,
         "ok": None,
-        "observed": {k: _count(e) for k, e in exposures.items()},
+        "observed": {k: _count(e) for k, e in checked.items()},
         "expected_share": {k: w / 100.0 for k, w in m.weights.items()},
     }
     missing = [k for k, e in exposures.items() if e is None]
     if missing:
         holds.append(("MissingData", f"no exposures for {', '.join(missing)}"))
         return out
-    observed = [float(e or 0.0) for e in exposures.values()]
+    if sum(float(e or 0.0) for e in checked.values()) <= 0:
+        holds.append(("MissingData", "no exposures yet for the sample-ratio check"))
+        return out
+    observed = [float(e or 0.0) for e in checked.values()]
     weights = [m.weights[k] for k in exposures]
     chi2, p = srm_test(observed, weights)
     ok = bool(float(p) >= m.srm_p_value)

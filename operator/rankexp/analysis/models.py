@@ -174,6 +174,10 @@ class AnalysisInput(BaseModel):
     non_inferiority: dict[MetricName, Margin] = Field(default_factory=dict)
     min_samples_per_variant: Count = 1000
     srm_p_value: Annotated[float, Field(ge=0, lt=1)] = 0.001
+    #: Exposures for the sample-ratio check, when they differ from ``variants.*.exposures``
+    #: (the operator leaves out the seconds after each weight change, while the router
+    #: still switches); ``weights`` are then the split those exposures should follow.
+    srm_exposures: dict[str, Count] | None = None
     drift: DriftConfig = Field(default_factory=DriftConfig)
     mde: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.05
     elapsed_seconds: Count | None = None
@@ -301,6 +305,8 @@ def _check(m: AnalysisInput) -> None:
     for name in m.variants:
         if name not in m.weights:
             raise InputError(f"weights.{name}", "missing (every variant needs a weight)")
+    if m.srm_exposures is not None and set(m.srm_exposures) != set(m.variants):
+        raise InputError("srm_exposures", "must name exactly the variants")
     if len(m.variants) < 2:
         raise InputError("variants", "needs the control and at least one treatment")
     total = sum(m.weights.values())

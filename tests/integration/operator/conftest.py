@@ -22,7 +22,6 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 T = TypeVar("T")
-CRD_NAMES = ("experiments.rankexp.io", "alertpolicies.rankexp.io")
 
 
 class Kube:
@@ -212,15 +211,6 @@ def wait_for(
         time.sleep(interval)
 
 
-@pytest.fixture(scope="session")
-def crds(kube_cluster: Any) -> Any:
-    """`kubectl apply -f crds/` once per session, then wait until the CRDs are served."""
-    kube_cluster.kubectl("apply", "-f", str(REPO / "crds"))
-    for name in CRD_NAMES:
-        kube_cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s", f"crd/{name}")
-    return kube_cluster
-
-
 @pytest.fixture
 def kube(crds: Any, request: pytest.FixtureRequest) -> Iterator[Kube]:
     """A fresh namespace for one test (deleted afterwards; without a namespace controller
@@ -231,16 +221,6 @@ def kube(crds: Any, request: pytest.FixtureRequest) -> Iterator[Kube]:
     crds.kubectl("create", "namespace", namespace)
     yield Kube(crds, namespace)
     crds.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-
-
-@pytest.fixture(scope="session")
-def api_client(kube_cluster: Any) -> Iterator[Any]:
-    """The official Python client for the session's cluster."""
-    from kubernetes import config
-
-    client = config.new_client_from_config(config_file=str(kube_cluster.kubeconfig))  # type: ignore[no-untyped-call]
-    yield client
-    client.close()
 
 
 @pytest.fixture

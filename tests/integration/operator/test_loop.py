@@ -237,8 +237,11 @@ def test_v2_beats_v1_and_is_promoted_with_the_evidence(
     by_name = {v["name"]: v for v in status["variants"]}
     assert by_name["treatment"]["ctr"] > by_name["control"]["ctr"] > 0
 
-    # The loser is scaled to 0 and stopped; the winner serves everyone.
-    assert loop.kube.get("deployment", "ab-control")["spec"]["replicas"] == 0
+    # The loser is scaled to 0 (once the router runs the final routing) and stopped.
+    loop.kube.wait_for(
+        lambda: loop.kube.get("deployment", "ab-control")["spec"]["replicas"] == 0,
+        "control scaled to 0", timeout=30,
+    )  # fmt: skip
     loop.kube.wait_for(lambda: not kubelet.urls("ab-control"), "control stopped", timeout=30)
     routing = json.loads(loop.kube.get("configmap", "ab-routing")["data"]["routing.json"])
     assert [(v["name"], v["weight"]) for v in routing["variants"]] == [
@@ -283,7 +286,10 @@ def test_slow_treatment_is_rolled_back_naming_the_latency_guardrail(
     breach = next(g for g in status["analysis"]["guardrails"] if g["metric"] == "latency_p95_ms")
     assert breach["ok"] is False and breach["value"] > 100 and breach["variant"] == "treatment"
     assert status["lastAction"]["scaledDown"] == ["treatment"]
-    assert loop.kube.get("deployment", "slow-treatment")["spec"]["replicas"] == 0
+    loop.kube.wait_for(
+        lambda: loop.kube.get("deployment", "slow-treatment")["spec"]["replicas"] == 0,
+        "treatment scaled to 0", timeout=30,
+    )  # fmt: skip
     events = action_events(loop.kube, "slow")
     assert [r for r, _ in events] == ["RunStarted", "RolledBack"]
     rolled = loop.kube.events("slow", "RolledBack")

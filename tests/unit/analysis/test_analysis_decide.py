@@ -222,3 +222,18 @@ def test_bad_input_names_the_field() -> None:
     with pytest.raises(InputError) as err:
         analyze(p)
     assert err.value.field == "variants.treatment.buckets.clicks[3]"
+
+
+def test_srm_can_be_checked_on_other_exposures_than_the_sample_counts() -> None:
+    """The operator checks the split only on settled traffic (srm_exposures); the
+    minimum-sample rule still counts every exposure."""
+    body = payload(control=variant(seed=1), treatment=variant(seed=2))
+    body["srm_exposures"] = {"control": 5000.0, "treatment": 5000.0}
+    assert analyze(body)["srm"]["ok"] is True
+    body["srm_exposures"] = {"control": 6000.0, "treatment": 4000.0}
+    out = analyze(body)
+    assert out["srm"]["ok"] is False and out["reason_code"] == "SampleRatioMismatch"
+    assert out["srm"]["observed"] == {"control": 6000, "treatment": 4000}
+    body["srm_exposures"] = {"control": 0.0, "treatment": 0.0}
+    out = analyze(body)
+    assert out["decision"] == "Hold" and out["reason_code"] == "MissingData"

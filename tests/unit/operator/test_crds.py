@@ -37,12 +37,18 @@ def _walk(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
             yield from _walk(node["additionalProperties"], f"{path}{{}}")
 
 
-def test_crd_files_are_up_to_date(repo: Path) -> None:
-    """Golden test: run `make crds` when this fails."""
+@pytest.mark.parametrize("folder", ["crds", "charts/rankexp/crds"])
+def test_crd_files_are_up_to_date(repo: Path, folder: str) -> None:
+    """Golden test: run `make crds` when this fails (the chart ships the same CRDs)."""
     for name, content in api.crd_files().items():
-        path = repo / "crds" / name
+        path = repo / folder / name
         assert path.exists(), f"{path} missing: run `make crds`"
         assert path.read_text() == content, f"{path} is stale: run `make crds`"
+
+
+def test_the_chart_installs_the_sample_alert_policy(repo: Path) -> None:
+    sample = (repo / "crds/samples/alertpolicy.yaml").read_text()
+    assert (repo / "charts/rankexp/files/alertpolicy.yaml").read_text() == sample
 
 
 def test_render_check_mode_reports_stale_files(tmp_path: Path) -> None:

@@ -178,3 +178,31 @@ def test_supported_model_uris(uri: str) -> None:
 def test_unsupported_model_uris(uri: str) -> None:
     why = res.unsupported_model_uri(uri)
     assert why is not None and uri in why
+
+
+def test_pods_run_hardened_and_variants_get_their_own_env(experiment_body: dict[str, Any]) -> None:
+    ref = res.ExperimentRef(name="feed-ranking", namespace="ns1", uid="u-1")
+    raw = json.loads(json.dumps(experiment_body["spec"]))
+    raw["template"]["env"] = [{"name": "SHARED", "value": "a"}, {"name": "LEVEL", "value": "x"}]
+    raw["variants"][1]["env"] = [{"name": "LEVEL", "value": "y"},
+                                 {"name": "RANKER_INJECT_LATENCY_MS", "value": "150"}]  # fmt: skip
+    spec = ExperimentSpec.model_validate(raw)
+    children = _by_key(res.desired_children(ref, spec, res.effective_weights(spec)))
+    for name in ("feed-ranking-control", "feed-ranking-treatment", "feed-ranking-router"):
+        pod = children[("Deployment", name)]["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        (container,) = pod["containers"]
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"] == {"drop": ["ALL"]}
+
+    def env(name: str) -> dict[str, str]:
+        (container,) = children[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e["value"] for e in container["env"]}
+
+    assert env("feed-ranking-control")["LEVEL"] == "x"
+    assert "RANKER_INJECT_LATENCY_MS" not in env("feed-ranking-control")
+    treatment = env("feed-ranking-treatment")
+    assert treatment["LEVEL"] == "y" and treatment["RANKER_INJECT_LATENCY_MS"] == "150"
+    assert treatment["SHARED"] == "a" and treatment["RANKEXP_VARIANT"] == "treatment"

@@ -155,3 +155,21 @@ def test_expected_weights_follow_the_exposures_of_each_period() -> None:
         "c": 50.0,
         "t": 50.0,
     }
+
+
+def test_srm_segments_leave_out_the_switch_to_new_weights() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    history = [
+        {"since": "2026-01-01T00:00:00Z", "settledAt": "2026-01-01T00:00:10Z",
+         "weights": [{"variant": "c", "weight": 90}, {"variant": "t", "weight": 10}]},
+        {"since": "2026-01-01T00:05:00Z", "settledAt": "2026-01-01T00:05:20Z",
+         "weights": [{"variant": "c", "weight": 50}, {"variant": "t", "weight": 50}]},
+        {"since": "2026-01-01T00:09:00Z",
+         "weights": [{"variant": "c", "weight": 0}, {"variant": "t", "weight": 100}]},
+    ]  # fmt: skip
+    margin = timedelta(seconds=8)
+    got = rollout.srm_segments(history, t0, t0 + timedelta(minutes=10), margin)
+    assert [(a.minute, a.second, b.minute, b.second, w["t"]) for a, b, w in got] == [
+        (0, 18, 5, 0, 10),  # from settledAt + margin to the next change
+        (5, 28, 9, 0, 50),
+    ]  # the last period is not settled: left out

@@ -129,15 +129,22 @@ def test_missing_model_keeps_ready_failing_and_serves_health(tmp_path: Path) -> 
         assert r.status_code == 503 and "model not loaded" in r.json()["detail"]
 
 
-def test_corrupt_model_keeps_ready_failing(tmp_path: Path, model_dirs: dict[str, Path]) -> None:
+@pytest.mark.parametrize(
+    ("backend", "file", "message"),
+    [("torch", "model.pt", "corrupt"), ("onnx", "user_tower.onnx", "bad ONNX tower")],
+)
+def test_corrupt_model_keeps_ready_failing(
+    tmp_path: Path, model_dirs: dict[str, Path], backend: str, file: str, message: str
+) -> None:
     bad = tmp_path / "corrupt"
     bad.mkdir()
     for f in model_dirs["v2"].iterdir():
         (bad / f.name).write_bytes(f.read_bytes())
-    (bad / "model.pt").write_bytes(b"this is not a torch checkpoint")
-    for c in _client(bad):
+    (bad / file).write_bytes(b"these are not weights")
+    settings = RankerSettings(model=str(bad), variant="control", backend=backend)  # type: ignore[arg-type]
+    with TestClient(create_app(settings, CollectorRegistry())) as c:
         body = _wait(c, 503)
-        assert "corrupt" in str(body["reason"])
+        assert message in str(body["reason"])
         assert c.get("/health").status_code == 200
 
 

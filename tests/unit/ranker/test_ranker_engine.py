@@ -2,9 +2,12 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
+from ranker.artifacts import load_snapshot
 from ranker.engine import RankingEngine
 from ranker.metrics import SCORE_BUCKETS, BulkHistogram
 from ranker.model import load_model_dir
+from ranker.towers import load_towers
+from ranker.towers_torch import TorchTowers
 
 
 @pytest.fixture(scope="module")
@@ -13,7 +16,8 @@ def loaded(model_dirs):  # type: ignore[no-untyped-def]
 
 
 def test_fast_path_ranks_exactly_like_the_naive_full_model(loaded) -> None:  # type: ignore[no-untyped-def]
-    fast, naive = RankingEngine(loaded, "fast"), RankingEngine(loaded, "naive")
+    towers = TorchTowers(loaded.model)
+    fast, naive = RankingEngine(loaded, towers, "fast"), RankingEngine(loaded, towers, "naive")
     for user in (0, 1, 42, 9_999):
         a, b = fast.rank(user, 50), naive.rank(user, 50)
         assert np.array_equal(a.rows, b.rows)
@@ -21,7 +25,7 @@ def test_fast_path_ranks_exactly_like_the_naive_full_model(loaded) -> None:  # t
 
 
 def test_user_embedding_cache_is_bounded_lru(loaded) -> None:  # type: ignore[no-untyped-def]
-    eng = RankingEngine(loaded, "fast", cache_size=2)
+    eng = RankingEngine(loaded, TorchTowers(loaded.model), "fast", cache_size=2)
     assert eng.rank(1, 5).cache_hit is False
     assert eng.rank(1, 5).cache_hit is True
     eng.rank(2, 5)
@@ -49,3 +53,17 @@ def test_bulk_histogram_matches_prometheus_client_histogram() -> None:
         want = reg.get_sample_value("ref_score_bucket", {"variant": "a", "le": le})
         assert got == want, le
     assert reg.get_sample_value("bulk_score_sum", {"variant": "a"}) == pytest.approx(values.sum())
+
+
+@pytest.mark.parametrize("profile", ["v1", "v2"])
+def test_onnx_backend_ranks_exactly_like_torch(model_dirs, profile) -> None:  # type: ignore[no-untyped-def]
+    """The serving image scores with onnxruntime: the same top-k as torch."""
+    snapshot = load_snapshot(str(model_dirs[profile]))
+    onnx = RankingEngine(snapshot, load_towers(snapshot, "onnx"), "fast")
+    torch_ = RankingEngine(snapshot, load_towers(snapshot, "torch"), "fast")
+    assert onnx.towers.backend == "onnx" and torch_.towers.backend == "torch"
+    assert load_towers(snapshot, "auto").backend == "onnx"
+    for user in (0, 1, 42, 777, 9_999):
+        a, b = onnx.rank(user, 50), torch_.rank(user, 50)
+        assert np.array_equal(a.rows, b.rows)
+        assert np.allclose(a.scores, b.scores, atol=1e-5)
