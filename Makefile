@@ -87,7 +87,7 @@ fmt: setup ## Apply ruff's formatting and import order
 
 ##@ Benchmarks (print figures; never pass/fail on timing)
 .PHONY: bench-ranker
-bench-ranker: models ## Ranker /rank latency at 200 req/s and saturation throughput: fast path vs naive path
+bench-ranker: models ## Ranker /rank latency at 200 req/s and saturation throughput: fast (onnx, torch) vs naive path
 	$(PY) bench/bench_ranker.py --model $(MODELS)/v2
 
 .PHONY: bench-router

@@ -1,9 +1,10 @@
 """Benchmark: /rank latency at a fixed offered rate and throughput at saturation.
 
-Starts `ranker serve` as a separate process on 127.0.0.1 (one torch thread),
-first with the fast path and then with the naive path (every catalog item
-through both towers per request, full sort), and drives it from this process
-over loopback HTTP with aiohttp:
+Starts `ranker serve` as a separate process on 127.0.0.1 (one thread), with the
+fast path on the onnxruntime backend (what the serving image runs), the fast path
+on the torch backend, and the naive path (every catalog item through both towers
+per request, full sort, torch), and drives it from this process over loopback HTTP
+with aiohttp:
 
   * open loop at a fixed offered rate (default 200 req/s): each request is sent
     at its scheduled time whatever happened to earlier ones, and its latency is
@@ -92,14 +93,23 @@ async def closed_loop(url: str, concurrency: int, seconds: float, seed: int) -> 
     return done, elapsed
 
 
-def run_path(model: str, scoring: str, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
+PATHS = {  # row name -> (scoring, backend)
+    "fast, onnx": ("fast", "onnx"),
+    "fast, torch": ("fast", "torch"),
+    "naive": ("naive", "torch"),
+}
+
+
+def run_path(
+    model: str, scoring: str, backend: str, args: argparse.Namespace, workdir: Path
+) -> dict[str, float]:
     (port,) = free_ports(1)
     proc = Process(
-        f"ranker-{scoring}",
+        f"ranker-{scoring}-{backend}",
         [sys.executable, "-m", "ranker.cli", "serve", "--model", model, "--variant", scoring,
-         "--scoring", scoring, "--host", "127.0.0.1", "--port", str(port),
+         "--scoring", scoring, "--backend", backend, "--host", "127.0.0.1", "--port", str(port),
          "--torch-threads", "1", "--log-level", "warning"],
-        log_path=workdir / f"{scoring}.log",
+        log_path=workdir / f"{scoring}-{backend}.log",
     )  # fmt: skip
     proc.start()
     base = f"http://127.0.0.1:{port}"
@@ -142,22 +152,23 @@ def main() -> int:
 
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ranker-") as tmp:
-        for scoring in ("fast", "naive"):
-            print(f"... {scoring} path", file=sys.stderr, flush=True)
-            results[scoring] = run_path(args.model, scoring, args, Path(tmp))
+        for name, (scoring, backend) in PATHS.items():
+            print(f"... {name}", file=sys.stderr, flush=True)
+            results[name] = run_path(args.model, scoring, backend, args, Path(tmp))
 
     print(f"\nranker /rank, num_items=50, model {args.model}, {os.cpu_count()} cores, "
           f"server and load generator on 127.0.0.1")  # fmt: skip
     print(f"open loop at {args.rate:.0f} req/s for {args.seconds:.0f} s; "
           f"saturation: {args.concurrency} connections for {args.seconds:.0f} s\n")  # fmt: skip
-    print("| path  | sent | failed | p50 ms | p95 ms | p99 ms | saturation req/s |")
-    print("|-------|-----:|-------:|-------:|-------:|-------:|-----------------:|")
+    print("| path        | sent | failed | p50 ms | p95 ms | p99 ms | saturation req/s |")
+    print("|-------------|-----:|-------:|-------:|-------:|-------:|-----------------:|")
     for name, r in results.items():
-        print(f"| {name:<5} | {r['sent']:.0f} | {r['failed']:.0f} | {r['p50']:.2f} | "
+        print(f"| {name:<11} | {r['sent']:.0f} | {r['failed']:.0f} | {r['p50']:.2f} | "
               f"{r['p95']:.2f} | {r['p99']:.2f} | {r['throughput']:.0f} |")  # fmt: skip
-    f, n = results["fast"], results["naive"]
-    print(f"\nsaturation throughput fast/naive: {f['throughput'] / n['throughput']:.1f}x")
-    print(f"p99 at {args.rate:.0f} req/s naive/fast: {n['p99'] / f['p99']:.1f}x")
+    f, t, n = results["fast, onnx"], results["fast, torch"], results["naive"]
+    print(f"\nsaturation throughput fast (onnx)/naive: {f['throughput'] / n['throughput']:.1f}x")
+    print(f"saturation throughput onnx/torch (fast path): {f['throughput'] / t['throughput']:.2f}x")
+    print(f"p99 at {args.rate:.0f} req/s naive/fast (onnx): {n['p99'] / f['p99']:.1f}x")
     if args.json:
         print(json.dumps(results, indent=2))
     return 0

@@ -8,7 +8,8 @@
 # Cached by the recipe: the image is tagged rankexp/kind-node:<k8s>-<recipe hash> and
 # reused while it exists; the compiled binaries and the Debian root filesystem are
 # cached under ${XDG_CACHE_HOME:-~/.cache}/rankexp/kind-node/. Where kindest/node can be
-# pulled (KIND_NODE_IMAGE=kindest/node:<tag>), nothing is built.
+# pulled (KIND_NODE_IMAGE=kindest/node:<tag>), nothing is built. KIND_NODE_FORCE=1 rebuilds
+# (with XDG_CACHE_HOME and GOCACHE pointing at empty folders: a cold build).
 #
 # Steps (each says what it is for):
 #  1. binaries: kubelet, kubeadm, kubectl and the control plane from tools/envtest (the
@@ -47,7 +48,7 @@ recipe_hash="$(
     -type f ! -name '*.md' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12
 )"
 image="rankexp/kind-node:$k8s_version-$recipe_hash"
-if docker image inspect "$image" >/dev/null 2>&1; then
+if [[ "${KIND_NODE_FORCE:-0}" != 1 ]] && docker image inspect "$image" >/dev/null 2>&1; then
   log "cached: $image"
   echo "$image"
   exit 0
