@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 EXIT_OK = 0
@@ -147,6 +148,29 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     return _against_cluster(args, approve)
 
 
+def _cmd_render_rules(args: argparse.Namespace) -> int:
+    import yaml
+    from pydantic import ValidationError
+
+    from rankexp.promrule import render
+
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        docs = [d for d in yaml.safe_load_all(text) if d]
+        out = [render(d) for d in docs if d.get("kind") == "AlertPolicy"]
+    except OSError as exc:
+        sys.stderr.write(f"{args.prog} render-rules: {args.file}: {exc.strerror or exc}\n")
+        return EXIT_BAD_INPUT
+    except (yaml.YAMLError, ValidationError, AttributeError) as exc:
+        sys.stderr.write(f"{args.prog} render-rules: {args.file}: {exc}\n")
+        return EXIT_BAD_INPUT
+    if not out:
+        sys.stderr.write(f"{args.prog} render-rules: {args.file}: no AlertPolicy in it\n")
+        return EXIT_BAD_INPUT
+    sys.stdout.write("---\n".join(out))
+    return EXIT_OK
+
+
 def _cluster_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--namespace", default=None, help="default: the context's namespace")
     p.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG or ~/.kube/config")
@@ -181,6 +205,14 @@ def build_parser(prog: str = "rankexp") -> argparse.ArgumentParser:
     promote.add_argument("variant", help="the variant to promote")
     _cluster_flags(promote)
     promote.set_defaults(func=_cmd_promote)
+
+    rules = sub.add_parser(
+        "render-rules",
+        help="render an AlertPolicy as a prometheus-operator PrometheusRule (YAML)",
+        description="For Alertmanager users: the policy's rules as a PrometheusRule.",
+    )
+    rules.add_argument("file", metavar="FILE.yaml", help="AlertPolicy manifest, or - for stdin")
+    rules.set_defaults(func=_cmd_render_rules)
 
     analyze = sub.add_parser(
         "analyze",

@@ -24,11 +24,12 @@ from typing import Any
 
 import kopf
 
+from rankexp import alertloop, loop, reconcile, rollout
 from rankexp import conditions as cond
-from rankexp import loop, reconcile, rollout
 from rankexp.api import GROUP, VERSION
 
 EXPERIMENTS = (GROUP, VERSION, "experiments")
+ALERTPOLICIES = (GROUP, VERSION, "alertpolicies")
 # How often each Experiment's timer runs: readiness is copied into status, and the
 # analysis runs when its own interval (spec.analysis.interval x the scale) is due.
 READINESS_INTERVAL = float(os.environ.get("RANKEXP_READINESS_INTERVAL", "10"))
@@ -94,6 +95,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.store = reconcile.KubeChildStore(new_api_client())
     memo.locks = Locks()
     memo.loop = loop_settings()
+    from rankexp.notify import Sender
+
+    memo.sender = Sender()
     if memo.loop.prometheus_url is None:
         log.warning("no --prometheus-url: every analysis holds with PrometheusUnavailable")
 
@@ -201,3 +205,53 @@ def experiment_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             log.warning("tick of %s/%s failed: %s", meta["namespace"], meta["name"], exc)
             return
     _post(body, outcome.events)
+
+
+@kopf.timer(*ALERTPOLICIES, interval=READINESS_INTERVAL, initial_delay=READINESS_INTERVAL)
+def alertpolicy_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Evaluate the policy's rules when its interval is due; notify its receivers."""
+    from datetime import UTC, datetime
+
+    from kubernetes.client.exceptions import ApiException
+    from pydantic import ValidationError
+
+    from rankexp.api import AlertPolicySpec
+    from rankexp.metrics import ExperimentMetrics
+
+    settings: loop.Settings = memo.loop
+    meta = body["metadata"]
+    with memo.locks.hold(meta.get("uid", "")):
+        try:
+            fresh = memo.store.get_object("alertpolicies", meta["namespace"], meta["name"])
+            if fresh is None:
+                return
+            status = fresh.get("status") or {}
+            now = datetime.now(UTC)
+            try:
+                spec = AlertPolicySpec.model_validate(fresh.get("spec") or {})
+                if not alertloop.due(status, spec, now, settings.interval_scale):
+                    return
+            except ValidationError:
+                if status.get("observedGeneration") == fresh["metadata"].get("generation"):
+                    return  # already reported for this generation
+            result = alertloop.evaluate(
+                fresh,
+                store=memo.store,
+                reader=lambda: ExperimentMetrics(
+                    settings.prometheus_url or "", timeout=settings.timeout, retries=0
+                ),
+                sender=memo.sender,
+                now=now,
+            )
+            memo.store.patch_object_status(
+                "alertpolicies", meta["namespace"], meta["name"], result.status
+            )
+        except ApiException as exc:
+            log.warning("evaluating %s/%s failed: %s", meta["namespace"], meta["name"],
+                        exc.status)  # fmt: skip
+            return
+    for type_, reason, message in result.events:
+        if type_ == "Warning":
+            kopf.warn(body, reason=reason, message=message)
+        else:
+            kopf.info(body, reason=reason, message=message)

@@ -14,7 +14,7 @@ status (the operator died in between) is finished here, without deciding anythin
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
@@ -114,15 +114,21 @@ class KubeChildStore:
             if exc.status != 404:
                 raise
 
-    # --- the Experiment itself (status only: the operator never writes spec) -----------
+    # --- rankexp's own objects (status only: the operator never writes spec) -----------
 
     def get_experiment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get_object("experiments", namespace, name)
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.patch_object_status("experiments", namespace, name, status)
+
+    def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
         try:
             obj = client.CustomObjectsApi(self._api_client).get_namespaced_custom_object(
-                GROUP, VERSION, namespace, "experiments", name
+                GROUP, VERSION, namespace, plural, name
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -130,7 +136,9 @@ class KubeChildStore:
             raise
         return cast(dict[str, Any], obj)
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def patch_object_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
         """A JSON merge patch of the status subresource (None deletes a field)."""
         from kubernetes import client
 
@@ -138,11 +146,36 @@ class KubeChildStore:
             GROUP,
             VERSION,
             namespace,
-            "experiments",
+            plural,
             name,
             {"status": dict(status)},
             _content_type="application/merge-patch+json",
         )
+
+    def experiment_names(self, namespace: str, selector: str) -> Sequence[str]:
+        """Names of the Experiments in ``namespace`` that match a label selector."""
+        from kubernetes import client
+
+        listed: Any = client.CustomObjectsApi(self._api_client).list_namespaced_custom_object(
+            GROUP, VERSION, namespace, "experiments", label_selector=selector
+        )
+        return sorted(item["metadata"]["name"] for item in listed.get("items", []))
+
+    def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's data, decoded; None when there is no such Secret."""
+        import base64
+
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            secret = client.CoreV1Api(self._api_client).read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        data = dict(secret.data or {})
+        return {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
 
     def create_event(
         self,

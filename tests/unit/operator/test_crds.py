@@ -79,7 +79,7 @@ def test_schema_is_structural(kind: str) -> None:
     ("kind", "short", "columns"),
     [
         ("Experiment", "exp", ["Phase", "Control", "Winner", "Lift", "P-Value", "Age"]),
-        ("AlertPolicy", "ap", ["Interval", "Last-Evaluation", "Age"]),
+        ("AlertPolicy", "ap", ["Interval", "Firing", "Last-Evaluation", "Age"]),
     ],
 )
 def test_names_subresource_and_columns(kind: str, short: str, columns: list[str]) -> None:
