@@ -186,6 +186,7 @@ class Router:
         self._pool: dict[str, Upstream] = {}
         self.table: RoutingTable | None = None
         self._stamp: tuple[int, int, int] | None = None
+        self._read_once = False
         self._watcher: asyncio.Task[None] | None = None
         self.load_error: str | None = None
         self.reload()
@@ -200,8 +201,9 @@ class Router:
 
     def reload(self) -> bool:
         stamp = self._file_stamp()
-        if stamp is not None and stamp == self._stamp:
-            return False
+        if stamp == self._stamp and self._read_once:
+            return False  # unchanged (a missing file too: counted once, not every poll)
+        self._read_once = True
         self._stamp = stamp
         try:
             config = load_config(self.config_path)

@@ -220,8 +220,27 @@ def test_helm_install_then_promote_then_roll_back_then_uninstall(
     concluded = next(c for c in slow["conditions"] if c["type"] == "Concluded")
     assert concluded["reason"] == "RolledBack" and "latency_p95_ms" in concluded["message"]
 
+    # the chart's default AlertPolicy is evaluated in the cluster (RBAC, Prometheus) and
+    # has seen the slow treatment: high_latency pending (for: 5m) or firing for it
+    def slow_alert() -> dict[str, Any] | None:
+        policy = (cluster.get("alertpolicy", "rankexp-default", SYSTEM) or {}).get("status") or {}
+        for alert in policy.get("alerts") or []:
+            labels = alert["labels"]
+            if alert["rule"] == "high_latency" and labels.get("experiment") == "slow":
+                return {"policy": policy, "alert": alert}
+        return None
+
+    seen = wait_until(slow_alert, "high_latency for the slow treatment", 120, cluster)
+    assert seen["alert"]["labels"]["variant"] == "treatment"
+    assert seen["alert"]["labels"]["namespace"] == NS and seen["alert"]["value"] > 0.1
+    assert seen["alert"]["state"] in ("pending", "firing")
+    conditions = {c["type"]: c for c in seen["policy"]["conditions"]}
+    assert conditions["Ready"]["status"] == "True", conditions
+    assert conditions["Degraded"]["status"] == "False", conditions
+
     cluster.helm("uninstall", RELEASE, "--namespace", SYSTEM, "--wait")
     crds = cluster.kubectl("get", "crd", "-o", "name").stdout.split()
     assert "customresourcedefinition.apiextensions.k8s.io/experiments.rankexp.io" in crds
     kept = cluster.kubectl("get", "experiments", "-n", NS, "-o", "name").stdout.split()
     assert sorted(kept) == ["experiment.rankexp.io/ab", "experiment.rankexp.io/slow"]
+    assert cluster.get("alertpolicy", "rankexp-default", SYSTEM) is not None

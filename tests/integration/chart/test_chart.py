@@ -196,3 +196,10 @@ def test_install_upgrade_uninstall_keeps_the_crds(helm: Path, crds: Any, release
     assert "customresourcedefinition.apiextensions.k8s.io/alertpolicies.rankexp.io" in names
     gone = crds.kubectl("get", "deployment", "rankexp-operator", "-n", release, check=False)
     assert gone.returncode != 0
+    # the default AlertPolicy is kept (the operator's finalizer needs the operator) and a
+    # new install adopts it
+    crds.kubectl_json("get", "alertpolicy", "rankexp-default", "-n", release)
+    again = run(helm, "install", "rankexp", str(CHART), "--namespace", release, cluster=crds,
+                check=False)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    run(helm, "uninstall", "rankexp", "--namespace", release, cluster=crds)
