@@ -298,6 +298,18 @@ class Process:
                 self._log.close()
                 self._log = None
 
+    def kill(self) -> None:
+        """SIGKILL the process group (a crash: no shutdown code runs) and reap it."""
+        popen = self._popen
+        try:
+            if popen is not None and popen.poll() is None:
+                self._signal_group(popen, signal.SIGKILL)
+                popen.wait(10)
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
     @staticmethod
     def _signal_group(popen: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         # Only while the leader is unreaped: its pid (= the group id) cannot be reused.
@@ -743,6 +755,27 @@ class LocalCluster:
         if start:
             proc.start()
         return proc
+
+    def restart_apiserver(self, downtime: float = 3.0) -> float:
+        """Stop kube-apiserver (SIGTERM), keep it down ``downtime`` seconds, start it again
+        on the same port with the same etcd and certificates, and wait until it is ready.
+        Clients see connection errors meanwhile, then the same server. Returns the
+        seconds it was unreachable."""
+        index = next(i for i, p in enumerate(self.processes) if p.name == "kube-apiserver")
+        old = self.processes[index]
+        t0 = time.monotonic()
+        old.stop()
+        time.sleep(downtime)
+        new = Process(old.name, old.argv, log_path=old.log_path, env=old.env, cwd=old.cwd)
+        new.start()
+        self.processes[index] = new
+        wait_for(
+            lambda: self._get("/readyz") == 200,
+            timeout=self.startup_timeout,
+            what="kube-apiserver after a restart",
+            processes=[new],
+        )
+        return time.monotonic() - t0
 
     def check(self) -> None:
         """Raise :class:`ProcessExitedError` when any managed process has exited."""

@@ -99,6 +99,7 @@ class LocalKubelet:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._crashed: set[str] = set()
         self.errors: list[str] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -141,6 +142,22 @@ class LocalKubelet:
                 self.errors.append(repr(exc))
                 del self.errors[:-20]
             self._stop.wait(self.poll_interval)
+
+    # -------------------------------------------------------------------- faults
+    def crash(self, deployment: str) -> None:
+        """SIGKILL every process of ``deployment`` and keep it down (a pod in
+        CrashLoopBackOff): no restart, no ready replica, no scrape target, and the
+        router's copy of the routing no longer resolves to it, until :meth:`recover`."""
+        with self._lock:
+            self._crashed.add(deployment)
+            found = self._deployments.get(deployment)
+            for pod in found.pods if found else []:
+                pod.process.kill()
+
+    def recover(self, deployment: str) -> None:
+        """Let ``deployment``'s pods start again (the next sync starts them)."""
+        with self._lock:
+            self._crashed.discard(deployment)
 
     # ---------------------------------------------------------------- inspection
     def urls(self, deployment: str) -> list[str]:
@@ -209,7 +226,7 @@ class LocalKubelet:
     def _sync_pods(self, deployment: Any) -> None:
         name = deployment.metadata.name
         state = self._deployments.setdefault(name, _Deployment(name))
-        want = int(deployment.spec.replicas or 0)
+        want = 0 if name in self._crashed else int(deployment.spec.replicas or 0)
         spec_hash = self._spec_hash(deployment)
         for pod in list(state.pods):
             if pod.spec_hash != spec_hash or not pod.process.is_running():

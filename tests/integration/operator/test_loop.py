@@ -555,3 +555,176 @@ def test_manual_promotion_waits_for_approval(
     }
     assert "rankexp-operator" not in writers and len(writers) == 2  # kubectl and the CLI
     assert [r for r, _ in action_events(loop.kube, "manual")] == ["RunStarted", "Promoted"]
+
+
+# ------------------------------------------------------------------------------ faults
+# The fault matrix of the README ("Faults and what survives them"); (d) and (g) above
+# are two of its rows.
+
+
+def test_sigkill_between_decision_and_routing_converges_to_one_action(
+    loop: Loop, api_client: Any, model_dirs: dict[str, Path], failing_webhook: Any
+) -> None:
+    """The API server refuses every ConfigMap write (a webhook outage), so the operator
+    decides but cannot change the routing; it is SIGKILLed in that state. Nothing of the
+    decision was kept, so the restarted operator decides again: one action, one Event."""
+    kubelet = loop.start_kubelet(api_client)
+    loop.start_operator()
+    loop.kube.apply(manifest("undecided", model_dirs, analysis={"minSamplesPerVariant": 600}))
+    loop.running("undecided", kubelet)
+    failed = f"tick of {loop.kube.namespace}/undecided failed"
+
+    def configmaps_refused() -> bool:
+        result = loop.kube.kubectl(
+            "annotate", "configmap", "undecided-routing", "probe=1", "--dry-run=server",
+            check=False,
+        )  # fmt: skip
+        return result.returncode != 0 and "failed calling webhook" in result.stderr
+
+    with failing_webhook(loop.kube, "", "configmaps", configmaps_refused):
+        loop.kube.wait_for(
+            lambda: failed in loop.operator.log_path.read_text(errors="replace"),
+            "a decision whose routing write is refused",
+            timeout=180,
+            operator=loop.operator,
+        )
+        obj = loop.get("undecided")
+        assert seq(obj) == 1 and phase(obj) == "Running", "nothing applied"
+        assert configmap_action(loop.kube, "undecided").get("type") == "Start"
+        loop.operator.kill()
+
+    loop.operator.start()
+    obj = loop.wait("undecided", lambda o: phase(o) == "Promoted", "Promoted after the restart")
+    assert seq(obj) == 2 and obj["status"]["winner"] == "treatment"
+    time.sleep(3)
+    assert seq(loop.get("undecided")) == 2
+    assert [r for r, _ in action_events(loop.kube, "undecided")] == ["RunStarted", "Promoted"]
+
+
+def test_kube_apiserver_restart_under_a_running_experiment(
+    loop: Loop, api_client: Any, model_dirs: dict[str, Path]
+) -> None:
+    """kube-apiserver stops for a few seconds mid-run: the operator's watches and timer
+    reconnect, the analysis carries on to one promotion, and a spec change made after
+    the restart is still served (the watch is back)."""
+    kubelet = loop.start_kubelet(api_client)
+    loop.start_operator()
+    loop.kube.apply(manifest("restart", model_dirs, analysis={"minSamplesPerVariant": 600}))
+    loop.running("restart", kubelet)
+    down = loop.kube.cluster.restart_apiserver(downtime=4.0)
+    assert down >= 4.0
+    obj = loop.wait("restart", lambda o: phase(o) == "Promoted", "Promoted after the restart")
+    assert loop.operator.alive(), "the operator survived the outage"
+    assert seq(obj) == 2
+    assert [r for r, _ in action_events(loop.kube, "restart")] == ["RunStarted", "Promoted"]
+    replicas = '[{"op": "replace", "path": "/spec/variants/1/replicas", "value": 2}]'
+    loop.kube.kubectl("patch", "experiment", "restart", "--type=json", "-p", replicas)
+    loop.kube.wait_for(
+        lambda: (loop.kube.get("deployment", "restart-treatment") or {})
+        .get("spec", {}).get("replicas") == 2,
+        "the spec change served after the restart", timeout=60, operator=loop.operator,
+    )  # fmt: skip
+
+
+def router_fallbacks(url: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+        lines = resp.read().decode().splitlines()
+    return sum(
+        float(ln.rsplit(" ", 1)[1]) for ln in lines if ln.startswith("router_fallbacks_total{")
+    )
+
+
+def test_a_killed_variant_holds_on_missing_data_and_is_never_promoted(
+    loop: Loop, api_client: Any, model_dirs: dict[str, Path]
+) -> None:
+    """The winning treatment's process is SIGKILLed and stays down (CrashLoopBackOff):
+    the router sends its users to control and counts it, and the analysis holds with
+    MissingData instead of promoting a variant that does not run. It resumes, and does
+    not promote on the outage's data once the variant is back either."""
+    kubelet = loop.start_kubelet(api_client)
+    loop.start_operator()
+    loop.kube.apply(manifest("broken", model_dirs, analysis={"minSamplesPerVariant": 600}))
+    loop.running("broken", kubelet)
+    (router,) = kubelet.urls("broken-router")
+    kubelet.crash("broken-treatment")
+
+    def held(o: dict[str, Any]) -> None:
+        assert phase(o) == "Running" and seq(o) == 1, "no action on a broken variant"
+        assert concluded(o)["reason"] == "MissingData", concluded(o)
+
+    loop.wait("broken", lambda o: concluded(o).get("reason") == "MissingData", "MissingData")
+    hold_for(loop, "broken", 3, held)
+    assert "treatment" in concluded(loop.get("broken"))["message"]
+    assert router_fallbacks(router) > 0, "the router counted its fallbacks to control"
+    assert loop.get("broken")["status"]["conditions"], "the condition says why"
+
+    kubelet.recover("broken-treatment")
+    # Back, the analysis reads fresh data again; the window still holds the outage, when
+    # the treatment's users were served by control, so its split is off: it holds on
+    # SampleRatioMismatch rather than promoting on contaminated data (a new run, e.g. a
+    # changed design, starts clean).
+    obj = loop.wait("broken", lambda o: concluded(o).get("reason") != "MissingData",
+                    "the analysis resumed", 120)  # fmt: skip
+    assert phase(obj) == "Running" and seq(obj) == 1, concluded(obj)
+    assert concluded(obj)["reason"] == "SampleRatioMismatch", concluded(obj)
+
+
+def test_a_missing_or_corrupt_model_is_never_ready_and_the_experiment_says_so(
+    loop: Loop, api_client: Any, model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """A treatment whose model is missing, then corrupt: its ranker process keeps running
+    but is never ready, the Experiment stays Pending with Ready=False naming the variant
+    and takes no action; fixing the model URI starts the run."""
+    import urllib.error
+    import urllib.request
+
+    corrupt = tmp_path / "corrupt-model"
+    corrupt.mkdir()
+    for name in ("metadata.json", "snapshot.npz", "user_tower.onnx", "item_tower.onnx"):
+        (corrupt / name).write_bytes(b"\x00not a model\xff")
+    kubelet = loop.start_kubelet(api_client)
+    loop.start_operator()
+    body = manifest("nomodel", model_dirs)
+    body["spec"]["variants"][1]["model"]["uri"] = f"file://{tmp_path / 'missing-model'}"
+    loop.kube.apply(body)
+
+    def not_ready(o: dict[str, Any]) -> bool:
+        ready = next((c for c in o.get("status", {}).get("conditions") or []
+                      if c["type"] == "Ready"), {})  # fmt: skip
+        return ready.get("status") == "False" and "treatment" in ready.get("message", "")
+
+    for uri in (None, f"file://{corrupt}"):
+        if uri is not None:
+            patch = [{"op": "replace", "path": "/spec/variants/1/model/uri", "value": uri}]
+            loop.kube.kubectl("patch", "experiment", "nomodel", "--type=json", "-p",
+                              json.dumps(patch))  # fmt: skip
+        obj = loop.wait("nomodel", not_ready, "Ready=False naming the treatment")
+        time.sleep(5)  # long enough for a model load to fail, and for ticks to act
+        obj = loop.get("nomodel")
+        assert not_ready(obj) and phase(obj) == "Pending", obj.get("status")
+        assert "startedAt" not in obj["status"], "no run starts without the model"
+        acted = {r for r, _ in action_events(loop.kube, "nomodel")}
+        assert acted <= {"RunStarted"}, "no traffic action on a variant that is not ready"
+        (process,) = kubelet.processes("nomodel-treatment")
+        assert process.is_running(), "the ranker keeps serving (health) without a model"
+        (url,) = kubelet.urls("nomodel-treatment")
+
+        def ready_answer(url: str = url) -> tuple[int, bytes] | None:
+            try:
+                with urllib.request.urlopen(url + "/ready", timeout=2) as resp:
+                    return resp.status, resp.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
+            except OSError:
+                return None  # still starting
+
+        code, answer = loop.kube.wait_for(ready_answer, "/ready answers", timeout=30)
+        assert code == 503 and b"model" in answer, (code, answer)
+        assert process.is_running(), "a bad model never crashes the ranker"
+
+    fix = [{"op": "replace", "path": "/spec/variants/1/model/uri",
+            "value": f"file://{model_dirs['v2']}"}]  # fmt: skip
+    loop.kube.kubectl("patch", "experiment", "nomodel", "--type=json", "-p", json.dumps(fix))
+    loop.wait("nomodel", lambda o: phase(o) == "Running", "Running once the model loads")
