@@ -52,9 +52,10 @@ def test_corrupt_truncated_or_deleted_routing_keeps_the_last_good_config(
     before = [_variant(url, u) for u in users]
     assert 40 < before.count("control") < 90  # 30 % of 200, give or take the hash
 
+    truncated = json.dumps(_config(control, treatment, 0, 100))[:40]
     faults = {
         "garbage bytes": lambda: cfg.write_bytes(b"\x00\xff{not json"),
-        "truncated JSON": lambda: cfg.write_text(json.dumps(_config(control, treatment, 0, 100))[:40]),
+        "truncated JSON": lambda: cfg.write_text(truncated),
         "weights not summing to 100": lambda: cfg.write_text(
             json.dumps(_config(control, treatment, 90, 90))
         ),
