@@ -518,6 +518,8 @@ def apply_children(
         labels = obj["metadata"].get("labels") or {}
         if key in desired_keys or labels.get(res.LABEL_EXPERIMENT) != experiment.name:
             continue
+        if key[0] == "ConfigMap":
+            continue  # the one routing ConfigMap is always wanted (and RBAC grants no delete)
         if not owned_by(obj, experiment.uid):
             continue
         # No garbage collector is needed for this: the child of a removed variant goes now.

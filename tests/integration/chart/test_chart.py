@@ -31,15 +31,6 @@ ALL_ON = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    """helm from the Go module proxy (tools/kind/tools.sh, cached outside the clone)."""
-    out = subprocess.run(
-        ["bash", str(REPO / "tools/kind/tools.sh")], capture_output=True, text=True, check=True
-    )
-    return Path(out.stdout.strip().splitlines()[-1]) / "helm"
-
-
 def run(
     helm: Path, *args: str, cluster: Any = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
