@@ -117,7 +117,7 @@ tools: ## kind and helm from the Go module proxy into $(CACHE_DIR)/tools/bin (ca
 	bash tools/kind/tools.sh
 
 .PHONY: node-image
-node-image: docker ## The kind node image from Debian packages and Go modules (cached by recipe; ~35 min cold)
+node-image: docker ## The kind node image from Debian packages and Go modules (cached by recipe; ~15 min cold)
 	bash tools/kind/node-image.sh
 
 .PHONY: images
@@ -138,6 +138,11 @@ crds: setup ## Render crds/*.yaml from the pydantic models in rankexp.api
 load: models ## Locust, headless and bounded (20 users, 20 s), against a local v1/v2 router on 127.0.0.1
 	$(PY) -m rankexp.local.stack -- $(VENV)/bin/locust -f tests/load_test.py --headless \
 	  -u 20 -r 10 -t 20s --host {router} --only-summary
+
+SOAK_SECONDS ?= 600
+.PHONY: soak
+soak: models ## Soak, bounded, 127.0.0.1 only: locust through a local v1/v2 router at 70 % of measured saturation for SOAK_SECONDS (600 s); per-minute requests, failures, p50/p99, RSS
+	$(PY) bench/soak.py --models $(MODELS) --seconds $(SOAK_SECONDS)
 
 .PHONY: simulate
 simulate: models ## Ground-truth users through a local v1/v2 50/50 router for 20 s
