@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from ranker import limits
+
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ranker.train import train
@@ -100,10 +102,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             where = ".".join(str(p) for p in err["loc"])
             sys.stderr.write(f"ranker serve: {where}: {err['msg']}\n")
         return 2
-    app = create_app(settings)
+    try:
+        bounds = limits.from_args(args)
+    except ValueError as exc:
+        sys.stderr.write(f"ranker serve: {exc}\n")
+        return 2
+    app = create_app(settings, limits=bounds)
     uvicorn.run(
         app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=5, **limits.uvicorn_options(bounds),
     )  # fmt: skip
     return 0
 
@@ -113,13 +120,20 @@ def _cmd_route(args: argparse.Namespace) -> int:
 
     from ranker.router import Router
 
-    router = Router(Path(args.config), timeout=args.timeout, poll_interval=args.poll_interval)
+    try:
+        bounds = limits.from_args(args)
+    except ValueError as exc:
+        sys.stderr.write(f"ranker route: {exc}\n")
+        return 2
+    router = Router(
+        Path(args.config), timeout=args.timeout, poll_interval=args.poll_interval, limits=bounds
+    )
     if router.table is None:
         sys.stderr.write(f"ranker route: {router.load_error}\n")
         return 2
     uvicorn.run(
         router, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-        lifespan="on", timeout_graceful_shutdown=5,
+        lifespan="on", timeout_graceful_shutdown=5, **limits.uvicorn_options(bounds),
     )  # fmt: skip
     return 0
 
@@ -167,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="TEST ONLY: answer this share of /rank requests with a 500 "
         "(or RANKER_INJECT_ERROR_RATE)",
     )  # fmt: skip
+    limits.add_arguments(s)
     s.set_defaults(func=_cmd_serve)
 
     r = sub.add_parser("route", help="the experiment's sticky router")
@@ -176,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=2.0, help="seconds per upstream try")
     r.add_argument("--poll-interval", type=float, default=0.5, help="config file poll, seconds")
     r.add_argument("--log-level", default="info")
+    limits.add_arguments(r)
     r.set_defaults(func=_cmd_route)
 
     from ranker import simulate

@@ -17,6 +17,9 @@ control instead and ``router_fallbacks_total`` counts it.
 The config is the routing ConfigMap's ``routing.json``; the file is polled and
 a valid change is swapped in atomically, so requests in flight finish with the
 config they started with. An invalid change is logged and ignored.
+
+``GET /openapi.json`` describes all of it (:mod:`ranker.router_openapi`); request
+bodies are bounded as :mod:`ranker.limits` says.
 """
 
 from __future__ import annotations
@@ -42,8 +45,11 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ranker.allocation import AllocationError, Range, layout, owners, validate
+from ranker.api import UserId, validation_error_body
 from ranker.asgi import Receive, Scope, Send
 from ranker.hashing import routing_bucket
+from ranker.limits import BodyRejectedError, ClientGoneError, Limits, read_body
+from ranker.router_openapi import router_openapi
 from ranker.upstream import Reply, Upstream, UpstreamError
 
 log = logging.getLogger("ranker.router")
@@ -103,6 +109,24 @@ class RoutingConfig(BaseModel):
         """Control first, then the treatments in config order: the range layout."""
         ctl = [v for v in self.variants if v.name == self.control]
         return ctl + [v for v in self.variants if v.name != self.control]
+
+
+class _Routed(BaseModel):
+    """What the router reads of a /rank or /feedback body; the ranker validates the rest.
+
+    Parsed by pydantic, whose JSON parser stops at 200 levels of nesting (the standard
+    library's raises RecursionError)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    user_id: UserId
+
+
+#: path -> the one method it answers; any other method is a 405
+_METHODS = {
+    "/rank": "POST", "/feedback": "POST", "/health": "GET", "/ready": "GET",
+    "/config": "GET", "/metrics": "GET", "/openapi.json": "GET",
+}  # fmt: skip
 
 
 def load_config(path: Path) -> RoutingConfig:
@@ -176,9 +200,12 @@ class Router:
         registry: CollectorRegistry | None = None,
         timeout: float = 2.0,
         poll_interval: float = 0.5,
+        limits: Limits | None = None,
     ) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.config_path = config_path
+        self.limits = limits if limits is not None else Limits()
+        self._openapi = json.dumps(router_openapi(RoutingConfig, self.limits)).encode()
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = RouterMetrics(self.registry)
         self.timeout = timeout
@@ -242,7 +269,7 @@ class Router:
         path = scope["path"]
         method = scope["method"]
         if method == "POST" and path in ("/rank", "/feedback"):
-            await self._forward(path, receive, send)
+            await self._forward(path, scope, receive, send)
         elif method == "GET" and path == "/metrics":
             await _respond(send, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode())
         elif method == "GET" and path == "/health":
@@ -257,6 +284,14 @@ class Router:
                 await _json(send, 503, {"error": self.load_error})
             else:
                 await _respond(send, 200, self.table.config.model_dump_json().encode())
+        elif method == "GET" and path == "/openapi.json":
+            await _respond(send, 200, self._openapi)
+        elif path in _METHODS:
+            allowed = _METHODS[path]
+            await _respond(
+                send, 405, json.dumps({"detail": f"{path} answers {allowed} only"}).encode(),
+                extra=[(b"allow", allowed.encode())],
+            )  # fmt: skip
         else:
             await _json(send, 404, {"detail": "not found"})
 
@@ -274,22 +309,22 @@ class Router:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _forward(self, path: str, receive: Receive, send: Send) -> None:
+    async def _forward(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         table = self.table
         if table is None:
             await _json(send, 503, {"detail": f"no routing config: {self.load_error}"})
             return
-        body = await _read_body(receive)
         try:
-            user_id = json.loads(body)["user_id"]
-            if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id < 0:
-                raise ValueError
-        except (ValueError, KeyError, TypeError):
-            await _json(send, 422, {
-                "detail": [{"loc": ["body", "user_id"], "msg": "a non-negative integer is required",
-                            "type": "value_error"}],
-                "message": "user_id: a non-negative integer is required",
-            })  # fmt: skip
+            body = await read_body(scope, receive, self.limits)
+        except BodyRejectedError as exc:
+            await exc.respond(send)
+            return
+        except ClientGoneError:
+            return
+        try:
+            user_id = _Routed.model_validate_json(body).user_id
+        except ValidationError as exc:
+            await _json(send, 422, validation_error_body(exc.errors(), prefix=("body",)))
             return
         exp = table.config.experiment
         assigned = table.assign(user_id)
@@ -328,15 +363,6 @@ class Router:
         if reply.status >= 500:
             return variant, None
         return variant, reply
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        msg = await receive()
-        chunks.append(msg.get("body", b""))
-        if not msg.get("more_body"):
-            return b"".join(chunks)
 
 
 async def _respond(

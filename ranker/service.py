@@ -3,30 +3,47 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Annotated, Literal
+from typing import Any
 
 import numpy as np
+import pydantic_core
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     disable_created_metrics,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ranker.api import (
+    ErrorBody,
+    FeedbackAccepted,
+    FeedbackRequest,
+    Health,
+    NotReady,
+    RankRequest,
+    RankResponse,
+    Ready,
+    ValidationErrorBody,
+    validation_error_body,
+)
 from ranker.artifacts import ModelLoadError, ModelSnapshot, load_snapshot
 from ranker.asgi import ASGIApp, Message, Receive, Scope, Send
 from ranker.data import CATEGORIES
 from ranker.engine import RankingEngine, Scoring
 from ranker.faults import FaultInjector
+from ranker.limits import BodyLimit, Limits
 from ranker.metrics import RankerMetrics
 from ranker.quality import QualityMonitor
 from ranker.towers import Backend, Towers, load_towers
@@ -49,38 +66,6 @@ class RankerSettings(BaseSettings):
     # TEST ONLY (ranker.faults): slow or failing /rank on purpose.
     inject_latency_ms: float = Field(default=0.0, ge=0.0, le=60_000.0)
     inject_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
-
-
-class RankRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    user_id: Annotated[int, Field(ge=0, strict=True)]
-    num_items: Annotated[int, Field(ge=1, le=500, strict=True)] = 50
-
-
-class RankedItem(BaseModel):
-    item_id: int
-    score: float
-    category: str
-    age_hours: float
-
-
-class RankResponse(BaseModel):
-    user_id: int
-    items: list[RankedItem]
-    latency_ms: float
-    model_version: str
-    variant: str
-    fallback: bool
-
-
-class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    user_id: Annotated[int, Field(ge=0, strict=True)]
-    item_id: Annotated[int, Field(ge=0, strict=True)]
-    event: Literal["click", "like", "dwell"]
-    dwell_seconds: Annotated[float, Field(ge=0.0, le=86_400.0, allow_inf_nan=False)] = 0.0
 
 
 class ServingState:
@@ -125,14 +110,65 @@ class RequestMetricsMiddleware:
             self.metrics.count_request(path[1:], status, elapsed if path == "/rank" else None)
 
 
+class _JSONRequest(Request):
+    """Parses JSON with pydantic's parser. The standard library's raises RecursionError
+    on deep nesting (and UnicodeDecodeError on bytes that are not UTF-8), which FastAPI
+    answers with a bare 400; pydantic's stops at 200 levels with a ValueError that
+    becomes a 422 naming the body, like any other malformed JSON."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = pydantic_core.from_json(body)
+            except ValueError as exc:
+                doc = body.decode(errors="replace")
+                raise json.JSONDecodeError(str(exc), doc, _error_position(doc, str(exc))) from None
+        return self._json
+
+
+def _error_position(doc: str, message: str) -> int:
+    """The character offset of pydantic's "at line L column C", for FastAPI's ``loc``."""
+    m = re.search(r"line (\d+) column (\d+)", message)
+    if m is None:
+        return 0
+    lines = doc.split("\n")
+    line = min(int(m[1]), len(lines))
+    return sum(len(x) + 1 for x in lines[: line - 1]) + max(int(m[2]) - 1, 0)
+
+
+class _JSONRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def with_json_request(request: Request) -> Response:
+            return await handler(_JSONRequest(request.scope, request.receive))
+
+        return with_json_request
+
+
+#: The errors of /rank and /feedback; 413 comes from ranker.limits, 408 from ranker.http_guard.
+_POST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    408: {"model": ErrorBody, "description": "the body did not arrive in time"},
+    413: {"model": ErrorBody, "description": "the body is over the size limit"},
+    422: {"model": ValidationErrorBody, "description": "invalid body; `message` names the fields"},
+    503: {"model": ErrorBody, "description": "the model is not loaded"},
+}
+
+
 def _load(settings: RankerSettings) -> tuple[ModelSnapshot, Towers]:
     snapshot = load_snapshot(settings.model)
     return snapshot, load_towers(snapshot, settings.backend, settings.torch_threads)
 
 
-def create_app(settings: RankerSettings, registry: CollectorRegistry | None = None) -> FastAPI:
+def create_app(
+    settings: RankerSettings,
+    registry: CollectorRegistry | None = None,
+    limits: Limits | None = None,
+) -> FastAPI:
     """Build the app. The model loads in the background once the app starts, so
     /health answers at once and /ready turns 200 when the model is in memory."""
+    limits = limits if limits is not None else Limits()
     registry = registry if registry is not None else CollectorRegistry()
     # *_created series double the scrape size and nothing here reads them
     disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -176,26 +212,26 @@ def create_app(settings: RankerSettings, registry: CollectorRegistry | None = No
         finally:
             task.cancel()
 
-    app = FastAPI(title="rankexp ranker", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="rankexp ranker", version="0.1.0", lifespan=lifespan, description=limits.describe()
+    )
+    app.router.route_class = _JSONRoute
     app.state.serving = state
     app.state.metrics = metrics
     app.state.settings = settings
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        fields = [".".join(str(p) for p in e["loc"] if p != "body") for e in errors]
-        message = "; ".join(
-            f"{f or 'body'}: {e['msg']}" for f, e in zip(fields, errors, strict=True)
-        )
-        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
-        return JSONResponse({"detail": detail, "message": message}, status_code=422)
+        return JSONResponse(validation_error_body(exc.errors()), status_code=422)
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready")
+    @app.get(
+        "/ready", response_model=Ready,
+        responses={503: {"model": NotReady, "description": "loading, or the model is missing"}},
+    )  # fmt: skip
     async def ready() -> JSONResponse:
         if state.engine is not None:
             return JSONResponse(
@@ -210,7 +246,7 @@ def create_app(settings: RankerSettings, registry: CollectorRegistry | None = No
             raise HTTPException(503, detail=f"model not loaded: {state.error or 'loading'}")
         return state.engine, state.monitor
 
-    @app.post("/rank", response_model=RankResponse)
+    @app.post("/rank", response_model=RankResponse, responses=_POST_RESPONSES)
     async def rank(req: RankRequest) -> JSONResponse:
         start = time.perf_counter()
         engine, monitor = engine_or_503()
@@ -249,7 +285,10 @@ def create_app(settings: RankerSettings, registry: CollectorRegistry | None = No
             }
         )
 
-    @app.post("/feedback", status_code=202)
+    @app.post(
+        "/feedback", status_code=202, response_model=FeedbackAccepted,
+        responses=_POST_RESPONSES,
+    )  # fmt: skip
     async def feedback(req: FeedbackRequest) -> JSONResponse:
         engine, monitor = engine_or_503()
         if not engine.has_item(req.item_id):
@@ -261,7 +300,11 @@ def create_app(settings: RankerSettings, registry: CollectorRegistry | None = No
         monitor.observe_feedback(req.user_id, req.event, req.dwell_seconds)
         return JSONResponse({"accepted": True}, status_code=202)
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics", response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                         "description": "Prometheus text format"}},
+    )  # fmt: skip
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -278,4 +321,6 @@ def create_app(settings: RankerSettings, registry: CollectorRegistry | None = No
             error_rate=settings.inject_error_rate,
         )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    # outermost: bodies are read (within the limits) before the request is timed
+    app.add_middleware(BodyLimit, limits=limits)
     return app
