@@ -494,7 +494,8 @@ def _analyze(
         record = analyze(payload)
     except InputError as exc:
         return _Decision(error=("MissingData", f"analysis input rejected: {exc}"))
-    shares = {k: v / 100.0 for k, v in expected.items()}
+    # rounded: the time-weighted mix of periods is a sum of floats (0.5000000000000001)
+    shares = {k: round(v / 100.0, 6) for k, v in expected.items()}
     window = (_fmt(started), _fmt(now))
     return _Decision(
         record=record,

@@ -254,7 +254,7 @@ def test_kubectl_get_prints_the_columns(kube: Any, operator: Any) -> None:
 def test_alertpolicy_sample_is_accepted(kube: Any) -> None:
     kube.kubectl("apply", "-f", str(REPO / "crds/samples/alertpolicy.yaml"))
     lines = kube.kubectl("get", "ap").stdout.splitlines()
-    assert lines[0].split() == ["NAME", "INTERVAL", "LAST-EVALUATION", "AGE"]
+    assert lines[0].split() == ["NAME", "INTERVAL", "FIRING", "LAST-EVALUATION", "AGE"]
     assert lines[1].split()[:2] == ["default", "30s"]
 
 
