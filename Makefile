@@ -87,8 +87,12 @@ fmt: setup ## Apply ruff's formatting and import order
 
 ##@ Benchmarks (print figures; never pass/fail on timing)
 .PHONY: bench-ranker
-bench-ranker: models ## Ranker /rank latency at 200 req/s and saturation throughput: fast (onnx, torch) vs naive path
+bench-ranker: models ## Ranker /rank latency at 200 req/s and saturation: framework floor, fast (onnx, torch), naive; share of the floor
 	$(PY) bench/bench_ranker.py --model $(MODELS)/v2
+
+.PHONY: bench-catalog
+bench-catalog: setup ## Top-50 over synthetic 10k/100k/1M-item catalogs: exact scan vs IVF index, recall@50, p50/p99, memory (several minutes)
+	$(PY) bench/bench_catalog.py
 
 .PHONY: bench-router
 bench-router: models ## Latency the router adds (p50/p99) and saturation throughput vs direct, same run

@@ -1,10 +1,11 @@
 """Benchmark: /rank latency at a fixed offered rate and throughput at saturation.
 
-Starts `ranker serve` as a separate process on 127.0.0.1 (one thread), with the
-fast path on the onnxruntime backend (what the serving image runs), the fast path
-on the torch backend, and the naive path (every catalog item through both towers
-per request, full sort, torch), and drives it from this process over loopback HTTP
-with aiohttp:
+Starts `ranker serve` as a separate process on 127.0.0.1 (one thread), after the
+framework floor (bench/floor_app.py: the same app stack parsing the same request and
+returning a prebuilt 50-item answer), with the fast path on the onnxruntime backend
+(what the serving image runs), the fast path on the torch backend, and the naive
+path (every catalog item through both towers per request, full sort, torch), and
+drives it from this process over loopback HTTP with aiohttp:
 
   * open loop at a fixed offered rate (default 200 req/s): each request is sent
     at its scheduled time whatever happened to earlier ones, and its latency is
@@ -14,7 +15,8 @@ with aiohttp:
   * closed loop at saturation: --concurrency workers send back to back for
     --seconds; throughput is completed requests per second.
 
-Prints a table and the fast/naive ratios. Figures, not pass/fail.
+Prints a table, the ranker's saturation as a share of the floor and the fast/naive
+ratios. Figures, not pass/fail.
 """
 
 from __future__ import annotations
@@ -93,11 +95,21 @@ async def closed_loop(url: str, concurrency: int, seconds: float, seed: int) -> 
     return done, elapsed
 
 
-PATHS = {  # row name -> (scoring, backend)
+PATHS = {  # row name -> (scoring, backend); "floor" is bench/floor_app.py
+    "floor": ("floor", "-"),
     "fast, onnx": ("fast", "onnx"),
     "fast, torch": ("fast", "torch"),
     "naive": ("naive", "torch"),
 }
+
+
+def server_argv(model: str, scoring: str, backend: str, port: int) -> list[str]:
+    if scoring == "floor":
+        floor = Path(__file__).resolve().parent / "floor_app.py"
+        return [sys.executable, str(floor), "--port", str(port)]
+    return [sys.executable, "-m", "ranker.cli", "serve", "--model", model, "--variant", scoring,
+            "--scoring", scoring, "--backend", backend, "--host", "127.0.0.1", "--port", str(port),
+            "--torch-threads", "1", "--log-level", "warning"]  # fmt: skip
 
 
 def run_path(
@@ -106,9 +118,7 @@ def run_path(
     (port,) = free_ports(1)
     proc = Process(
         f"ranker-{scoring}-{backend}",
-        [sys.executable, "-m", "ranker.cli", "serve", "--model", model, "--variant", scoring,
-         "--scoring", scoring, "--backend", backend, "--host", "127.0.0.1", "--port", str(port),
-         "--torch-threads", "1", "--log-level", "warning"],
+        server_argv(model, scoring, backend, port),
         log_path=workdir / f"{scoring}-{backend}.log",
     )  # fmt: skip
     proc.start()
@@ -166,6 +176,10 @@ def main() -> int:
         print(f"| {name:<11} | {r['sent']:.0f} | {r['failed']:.0f} | {r['p50']:.2f} | "
               f"{r['p95']:.2f} | {r['p99']:.2f} | {r['throughput']:.0f} |")  # fmt: skip
     f, t, n = results["fast, onnx"], results["fast, torch"], results["naive"]
+    floor = results["floor"]
+    print(f"\nsaturation fast (onnx) as a share of the framework floor: "
+          f"{f['throughput'] / floor['throughput']:.0%} (torch: "
+          f"{t['throughput'] / floor['throughput']:.0%})")  # fmt: skip
     print(f"\nsaturation throughput fast (onnx)/naive: {f['throughput'] / n['throughput']:.1f}x")
     print(f"saturation throughput onnx/torch (fast path): {f['throughput'] / t['throughput']:.2f}x")
     print(f"p99 at {args.rate:.0f} req/s naive/fast (onnx): {n['p99'] / f['p99']:.1f}x")

@@ -86,6 +86,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             scoring=args.scoring,
             backend=args.backend,
             cache_size=args.cache_size,
+            index=args.index,
+            ann_threshold=args.ann_threshold,
             torch_threads=args.torch_threads,
             # None: not given, so RANKER_INJECT_* from the environment apply
             **{
@@ -170,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
         "and onnxruntime is installed)",
     )  # fmt: skip
     s.add_argument("--cache-size", type=int, default=50_000)
+    s.add_argument(
+        "--index", choices=["auto", "exact", "ivf"], default="auto",
+        help="catalog top-k search: exact scan, faiss IVF, or auto (IVF from "
+        "--ann-threshold items up)",
+    )  # fmt: skip
+    s.add_argument("--ann-threshold", type=int, default=50_000,
+                   help="catalog size from which --index auto uses IVF")  # fmt: skip
     s.add_argument("--torch-threads", type=int, default=1)
     s.add_argument("--log-level", default="info")
     s.add_argument(

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ranker.artifacts import ModelSnapshot
+from ranker.catalog_index import ANN_THRESHOLD, CatalogIndex, IndexKind, build_index
 from ranker.towers import Towers
 
 Scoring = Literal["fast", "naive"]
@@ -37,7 +38,8 @@ class RankingEngine:
     """Ranks the whole catalog for a user.
 
     fast: item embeddings are computed once here; a request is one user-tower
-    pass (skipped on a cache hit), one matrix-vector product and a partial sort.
+    pass (skipped on a cache hit) and a top-k search of the catalog index
+    (:mod:`ranker.catalog_index`: exact scan below ``ann_threshold`` items, IVF above).
     naive: every catalog item goes through both towers on each request and the
     full list is sorted, as the original design did. Kept for the benchmark.
     """
@@ -48,6 +50,8 @@ class RankingEngine:
         towers: Towers,
         scoring: Scoring = "fast",
         cache_size: int = 50_000,
+        index: IndexKind = "auto",
+        ann_threshold: int = ANN_THRESHOLD,
     ) -> None:
         self.loaded = loaded
         self.towers = towers
@@ -66,6 +70,14 @@ class RankingEngine:
         order = np.argsort(-z, kind="stable")
         self._fallback_rows = order.astype(np.intp)
         self._fallback_scores = _sigmoid(z[order].astype(np.float32))
+        # Exact below ann_threshold items (the same top-k as ever); an IVF index above,
+        # its nprobe calibrated on a sample of this model's own users.
+        sample = loaded.user_x[:: max(1, len(loaded.user_x) // 256)][:256]
+        ivf = index == "ivf" or (index == "auto" and self.n_items >= ann_threshold)
+        queries = towers.user(sample) if ivf else None
+        self.index: CatalogIndex = build_index(
+            self._item_emb, index, threshold=ann_threshold, calibration_queries=queries
+        )
 
     def knows(self, user_id: int) -> bool:
         return user_id in self._user_row
@@ -96,13 +108,8 @@ class RankingEngine:
         if self.scoring == "naive":
             return self._rank_naive(row, k)
         emb, hit = self._user_embedding(user_id, row)
-        logits = self._item_emb @ emb
-        if k < self.n_items:
-            top = np.argpartition(-logits, k - 1)[:k]
-        else:
-            top = np.arange(self.n_items)
-        top = top[np.argsort(-logits[top], kind="stable")]
-        return Ranking(top, _sigmoid(logits[top] + self._bias), False, hit)
+        top, logits = self.index.search(emb, k)
+        return Ranking(top, _sigmoid(logits + self._bias), False, hit)
 
     def _rank_naive(self, row: int, k: int) -> Ranking:
         # Both towers over every (user, item) pair, then a full sort: the original design.

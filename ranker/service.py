@@ -40,6 +40,7 @@ from ranker.api import (
 )
 from ranker.artifacts import ModelLoadError, ModelSnapshot, load_snapshot
 from ranker.asgi import ASGIApp, Message, Receive, Scope, Send
+from ranker.catalog_index import ANN_THRESHOLD, IndexKind
 from ranker.data import CATEGORIES
 from ranker.engine import RankingEngine, Scoring
 from ranker.faults import FaultInjector
@@ -62,6 +63,10 @@ class RankerSettings(BaseSettings):
     #: towers backend: onnx (onnxruntime, no torch), torch, or auto (onnx when possible)
     backend: Backend = "auto"
     cache_size: int = Field(default=50_000, ge=1)
+    #: catalog index (ranker.catalog_index): exact scan, IVF, or auto (IVF from
+    #: ann_threshold items up)
+    index: IndexKind = "auto"
+    ann_threshold: int = Field(default=ANN_THRESHOLD, ge=1)
     torch_threads: int = Field(default=1, ge=1)
     # TEST ONLY (ranker.faults): slow or failing /rank on purpose.
     inject_latency_ms: float = Field(default=0.0, ge=0.0, le=60_000.0)
@@ -177,7 +182,10 @@ def create_app(
 
     def install(loaded: tuple[ModelSnapshot, Towers]) -> None:
         snapshot, towers = loaded
-        engine = RankingEngine(snapshot, towers, settings.scoring, settings.cache_size)
+        engine = RankingEngine(
+            snapshot, towers, settings.scoring, settings.cache_size,
+            index=settings.index, ann_threshold=settings.ann_threshold,
+        )  # fmt: skip
         state.feature_index = {n: i for i, n in enumerate(snapshot.schema["user_features"])}
         offline = snapshot.metadata.get("offline_metrics", {})
         metrics.set_model(snapshot.version, offline.get("auc"), offline.get("ndcg_at_10"))
