@@ -44,6 +44,7 @@ from ranker.catalog_index import ANN_THRESHOLD, IndexKind
 from ranker.data import CATEGORIES
 from ranker.engine import RankingEngine, Scoring
 from ranker.faults import FaultInjector
+from ranker.feed_json import FeedEncoder
 from ranker.limits import BodyLimit, Limits
 from ranker.metrics import RankerMetrics
 from ranker.quality import QualityMonitor
@@ -82,6 +83,7 @@ class ServingState:
         self.error: str | None = None
         self.feature_index: dict[str, int] = {}
         self.categories = np.asarray(CATEGORIES, dtype=object)
+        self.encoder: FeedEncoder | None = None
 
 
 class RequestMetricsMiddleware:
@@ -190,6 +192,9 @@ def create_app(
         offline = snapshot.metadata.get("offline_metrics", {})
         metrics.set_model(snapshot.version, offline.get("auc"), offline.get("ndcg_at_10"))
         state.monitor = QualityMonitor(metrics, engine.n_items, len(CATEGORIES))
+        state.encoder = FeedEncoder(
+            snapshot.item_ids, CATEGORIES, snapshot.item_category, snapshot.item_age_hours
+        )
         state.engine = engine
 
     async def load_in_background() -> None:
@@ -255,7 +260,7 @@ def create_app(
         return state.engine, state.monitor
 
     @app.post("/rank", response_model=RankResponse, responses=_POST_RESPONSES)
-    async def rank(req: RankRequest) -> JSONResponse:
+    async def rank(req: RankRequest) -> Response:
         start = time.perf_counter()
         engine, monitor = engine_or_503()
         r = engine.rank(req.user_id, req.num_items)
@@ -275,23 +280,14 @@ def create_app(
             engine.user_features(req.user_id),
             state.feature_index,
         )
-        ids = loaded.item_ids[r.rows].tolist()
-        names = state.categories[cats].tolist()
-        items = [
-            {"item_id": i, "score": s, "category": c, "age_hours": round(a, 2)}
-            for i, s, c, a in zip(ids, r.scores.tolist(), names, ages.tolist(), strict=True)
-        ]
         latency_ms = max((time.perf_counter() - start) * 1000.0, 1e-3)
-        return JSONResponse(
-            {
-                "user_id": req.user_id,
-                "items": items,
-                "latency_ms": round(latency_ms, 4),
-                "model_version": loaded.version,
-                "variant": settings.variant,
-                "fallback": r.fallback,
-            }
-        )
+        assert state.encoder is not None  # set with the engine
+        body = state.encoder.encode(
+            user_id=req.user_id, rows=r.rows.tolist(), scores=r.scores.tolist(),
+            latency_ms=round(latency_ms, 4), model_version=loaded.version,
+            variant=settings.variant, fallback=r.fallback,
+        )  # fmt: skip
+        return Response(body, media_type="application/json")
 
     @app.post(
         "/feedback", status_code=202, response_model=FeedbackAccepted,
