@@ -102,6 +102,10 @@ bench-router: models ## Latency the router adds (p50/p99) and saturation through
 bench-loop: models envtest ## Closed loop, real intervals: time for the operator to decide v1 vs v2 (CRD defaults; sample ramp)
 	$(PY) bench/bench_loop.py --models $(MODELS)
 
+.PHONY: bench-interleaving
+bench-interleaving: models ## Interleaving vs A/B in the ground-truth world: users to decide (v1 vs v2, near-identical v2 retrains), ratio, A/A false positives, direction agreement
+	$(PY) bench/bench_interleaving.py --models $(MODELS)
+
 .PHONY: bench-stats
 bench-stats: setup ## Simulation: A/A false positives (sequential vs peeking), power, SRM detection
 	$(PY) bench/bench_stats.py

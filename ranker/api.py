@@ -64,6 +64,12 @@ class FeedbackRequest(BaseModel):
     dwell_seconds: Annotated[
         float, Field(ge=0.0, le=86_400.0, allow_inf_nan=False, strict=True)
     ] = 0.0
+    interleaving_token: str = Field(
+        default="",
+        max_length=32_768,
+        description="echo of the feed's interleaving_token (interleaving experiments): "
+        "the router attributes the click to the team that contributed the item",
+    )
 
 
 class FeedbackAccepted(BaseModel):

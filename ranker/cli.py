@@ -128,8 +128,9 @@ def _cmd_route(args: argparse.Namespace) -> int:
         sys.stderr.write(f"ranker route: {exc}\n")
         return 2
     router = Router(
-        Path(args.config), timeout=args.timeout, poll_interval=args.poll_interval, limits=bounds
-    )
+        Path(args.config), timeout=args.timeout, poll_interval=args.poll_interval, limits=bounds,
+        interleaving_grace=args.interleaving_grace, attribution_window=args.attribution_window,
+    )  # fmt: skip
     if router.table is None:
         sys.stderr.write(f"ranker route: {router.load_error}\n")
         return 2
@@ -199,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--port", type=int, default=8080)
     r.add_argument("--timeout", type=float, default=2.0, help="seconds per upstream try")
     r.add_argument("--poll-interval", type=float, default=0.5, help="config file poll, seconds")
+    r.add_argument("--interleaving-grace", type=float, default=0.05,
+                   help="interleaving: seconds to wait for the second feed after the first "
+                   "before serving the first alone")  # fmt: skip
+    r.add_argument("--attribution-window", type=float, default=60.0,
+                   help="interleaving: seconds after serving a feed during which its clicks "
+                   "count towards its outcome")  # fmt: skip
     r.add_argument("--log-level", default="info")
     limits.add_arguments(r)
     r.set_defaults(func=_cmd_route)

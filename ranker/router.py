@@ -29,10 +29,11 @@ import itertools
 import json
 import logging
 import os
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -44,10 +45,12 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ranker import attribution
 from ranker.allocation import AllocationError, Range, layout, owners, validate
 from ranker.api import UserId, validation_error_body
 from ranker.asgi import Receive, Scope, Send
-from ranker.hashing import routing_bucket
+from ranker.hashing import analysis_bucket, routing_bucket
+from ranker.interleave import TREATMENT, team_draft
 from ranker.limits import BodyRejectedError, ClientGoneError, Limits, read_body
 from ranker.router_openapi import router_openapi
 from ranker.upstream import Reply, Upstream, UpstreamError
@@ -74,12 +77,17 @@ class RoutingConfig(BaseModel):
     salt: str = ""
     control: str
     variants: Annotated[list[VariantRoute], Field(min_length=1)]
+    #: interleaving: users routed to the treatment get control's and the treatment's
+    #: feeds merged by team draft (exactly two variants)
+    mode: Literal["ab", "interleaving"] = "ab"
 
     @model_validator(mode="after")
     def _check(self) -> RoutingConfig:
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValueError(f"variant names must be unique: {names}")
+        if self.mode == "interleaving" and len(names) != 2:
+            raise ValueError(f"interleaving takes exactly two variants, got {names}")
         if self.control not in names:
             raise ValueError(f"control {self.control!r} names no variant of {names}")
         total = sum(v.weight for v in self.variants)
@@ -122,6 +130,16 @@ class _Routed(BaseModel):
     user_id: UserId
 
 
+class _RankRouted(_Routed):
+    num_items: int = 50
+
+
+class _FeedbackRouted(_Routed):
+    item_id: int | None = None
+    event: str | None = None
+    interleaving_token: str | None = None
+
+
 #: path -> the one method it answers; any other method is a 405
 _METHODS = {
     "/rank": "POST", "/feedback": "POST", "/health": "GET", "/ready": "GET",
@@ -157,6 +175,9 @@ class RoutingTable:
             self.variants.append(_Variant(v.name, ups))
         self.control = self.variants[0]
         self._owner = owners(config.allocation(), [v.name for v in self.variants])
+        self.interleaving = config.mode == "interleaving"
+        self.treatment = self.variants[1] if self.interleaving else None
+        self.token_key = attribution.token_key(config.experiment, self.salt)
 
     def assign(self, user_id: int | str) -> _Variant:
         return self.variants[self._owner[routing_bucket(self.salt, user_id)]]
@@ -189,6 +210,38 @@ class RouterMetrics:
             "router_config_reloads_total", "Config reloads by result", ["result"],
             registry=registry,
         )  # fmt: skip
+        self.interleaved = Counter(
+            "router_interleaved_feeds_total", "Feeds merged by team draft",
+            ["experiment"], registry=registry,
+        )  # fmt: skip
+        self.interleaving_fallbacks = Counter(
+            "router_interleaving_fallbacks_total",
+            "Interleaved requests served from one variant alone because the other did not "
+            "answer in time (variant: the one missing; reason: error | slow)",
+            ["experiment", "variant", "reason"], registry=registry,
+        )  # fmt: skip
+        self.interleaving_clicks = Counter(
+            "router_interleaving_clicks_total",
+            "Clicks on interleaved feeds by the team that contributed the item and result "
+            "(counted | duplicate | late)",
+            ["experiment", "team", "result"], registry=registry,
+        )  # fmt: skip
+        self.outcomes = Counter(
+            "router_interleaving_outcomes_total",
+            "Clicked interleaved feeds, closed after the attribution window, by winner "
+            "(control | treatment | tie) and the user's 64-way analysis bucket",
+            ["experiment", "winner", "bucket"], registry=registry,
+        )  # fmt: skip
+        self.clicking_users = Counter(
+            "router_interleaving_clicking_users_total",
+            "Users seen clicking an interleaved feed (per router process)",
+            ["experiment"], registry=registry,
+        )  # fmt: skip
+        self.token_errors = Counter(
+            "router_interleaving_token_errors_total",
+            "Feedback refused (422) for an invalid interleaving_token", ["experiment"],
+            registry=registry,
+        )  # fmt: skip
 
 
 class Router:
@@ -201,6 +254,8 @@ class Router:
         timeout: float = 2.0,
         poll_interval: float = 0.5,
         limits: Limits | None = None,
+        interleaving_grace: float = 0.05,
+        attribution_window: float = 60.0,
     ) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.config_path = config_path
@@ -216,7 +271,23 @@ class Router:
         self._read_once = False
         self._watcher: asyncio.Task[None] | None = None
         self.load_error: str | None = None
+        #: after the first of two interleaved answers, how long to wait for the second
+        self.interleaving_grace = interleaving_grace
+        self._rng = random.Random()
+        self._background: set[asyncio.Task[Any]] = set()
+        self.book = attribution.OutcomeBook(
+            self._count_outcome, self._count_clicking_user, window=attribution_window
+        )
         self.reload()
+
+    def _experiment(self) -> str:
+        return self.table.config.experiment if self.table is not None else ""
+
+    def _count_outcome(self, bucket: int, winner: str) -> None:
+        self.metrics.outcomes.labels(self._experiment(), winner, str(bucket)).inc()
+
+    def _count_clicking_user(self) -> None:
+        self.metrics.clicking_users.labels(self._experiment()).inc()
 
     # ------------------------------------------------------------------ config
     def _file_stamp(self) -> tuple[int, int, int] | None:
@@ -243,6 +314,9 @@ class Router:
         for v in config.variants:
             self.metrics.weight.labels(config.experiment, v.name).set(v.weight)
             self.metrics.exposures.labels(config.experiment, v.name)  # series exist from 0
+        if table.interleaving:
+            self.metrics.interleaved.labels(config.experiment)
+            self.metrics.clicking_users.labels(config.experiment)
         self.table = table  # atomic swap: requests in flight keep the old table
         self.load_error = None
         self.metrics.reloads.labels("ok").inc()
@@ -258,6 +332,7 @@ class Router:
         while True:
             await asyncio.sleep(self.poll_interval)
             self.reload()
+            self.book.close_due()
 
     # --------------------------------------------------------------------- ASGI
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -304,6 +379,7 @@ class Router:
             elif msg["type"] == "lifespan.shutdown":
                 if self._watcher:
                     self._watcher.cancel()
+                self.book.close_all()  # a graceful stop counts the open feeds early
                 for up in self._pool.values():
                     up.close()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -328,6 +404,13 @@ class Router:
             return
         exp = table.config.experiment
         assigned = table.assign(user_id)
+        if table.interleaving:
+            if path == "/rank" and assigned is table.treatment:
+                await self._interleave(table, user_id, body, send)
+                return
+            if path == "/feedback":
+                await self._feedback(table, body, send)
+                return
         served, reply = await self._try(assigned, path, body)
         if reply is None and assigned is not table.control:
             self.metrics.fallbacks.labels(exp, assigned.name).inc()
@@ -339,6 +422,132 @@ class Router:
                 send, 502, {"detail": f"no endpoint of {assigned.name!r} or control answered"}
             )
             return
+        await self._send_reply(send, exp, assigned, served, endpoint, reply)
+
+    # ------------------------------------------------------------- interleaving
+    async def _interleave(self, table: RoutingTable, user_id: int, body: bytes, send: Send) -> None:
+        """Ask both variants in parallel and merge their feeds by team draft. When one
+        has not answered ``interleaving_grace`` seconds after the other (or failed),
+        serve the other's feed alone, not interleaved, and count it."""
+        exp = table.config.experiment
+        treatment = table.treatment
+        assert treatment is not None
+        pair = (table.control, treatment)
+        tasks = {asyncio.ensure_future(self._try(v, "/rank", body)): v for v in pair}
+        replies: dict[str, Reply | None] = {}
+        reasons: dict[str, str] = {}
+        pending = set(tasks)
+        while pending:
+            got_one = any(_ok(r) for r in replies.values())
+            done, pending = await asyncio.wait(
+                pending,
+                timeout=self.interleaving_grace if got_one else None,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not done:  # the grace ran out: leave the slow one to finish on its own
+                for t in pending:
+                    reasons[tasks[t].name] = "slow"
+                    self._background.add(t)
+                    t.add_done_callback(self._background.discard)
+                break
+            for t in done:
+                replies[tasks[t].name] = t.result()[1]
+        ctl, trt = replies.get(pair[0].name), replies.get(pair[1].name)
+        if _ok(ctl) and _ok(trt):
+            assert ctl is not None and trt is not None
+            merged = self._merge(table, user_id, body, ctl, trt)
+            if merged is not None:
+                self.metrics.interleaved.labels(exp).inc()
+                self.metrics.exposures.labels(exp, treatment.name).inc()
+                self.metrics.requests.labels(exp, treatment.name, "rank", "200").inc()
+                await _respond(send, 200, merged, extra=[
+                    (b"x-rankexp-variant", treatment.name.encode()),
+                    (b"x-rankexp-interleaved", b"1")])  # fmt: skip
+                return
+        for v, r in ((pair[1], trt), (pair[0], ctl)):
+            if _ok(r):
+                other = pair[0] if v is pair[1] else pair[1]
+                why = reasons.get(other.name, "error")
+                self.metrics.interleaving_fallbacks.labels(exp, other.name, why).inc()
+                assert r is not None
+                await self._send_reply(send, exp, treatment, v, "rank", r)
+                return
+        # neither answered 200: a client error as the control said it, else a 502
+        for r in (ctl, trt):
+            if r is not None and r.status < 500:
+                await self._send_reply(send, exp, treatment, table.control, "rank", r)
+                return
+        self.metrics.requests.labels(exp, treatment.name, "rank", "502").inc()
+        await _json(send, 502, {"detail": "neither variant of the interleaving answered"})
+
+    def _merge(
+        self, table: RoutingTable, user_id: int, body: bytes, ctl: Reply, trt: Reply
+    ) -> bytes | None:
+        try:
+            k = max(1, int(_RankRouted.model_validate_json(body).num_items))
+            a, b = json.loads(ctl.body), json.loads(trt.body)
+            by_id = [{int(it["item_id"]): it for it in x["items"]} for x in (a, b)]
+            lists = [[int(it["item_id"]) for it in x["items"]] for x in (a, b)]
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("interleaving: a variant's feed is malformed: %s", exc)
+            return None
+        items, teams = team_draft(lists[0], lists[1], k, lambda: self._rng.random() < 0.5)
+        token = attribution.encode(table.token_key, user_id, analysis_bucket(user_id), items, teams)
+        treatment = table.treatment
+        assert treatment is not None
+        answer = {
+            "routed_variant": treatment.name,
+            "interleaved": True,
+            "interleaving_token": token,
+            "user_id": a.get("user_id", user_id),
+            "items": [by_id[t][i] for i, t in zip(items, teams, strict=True)],
+            "latency_ms": max(float(a.get("latency_ms", 0)), float(b.get("latency_ms", 0))),
+            "model_version": f"{a.get('model_version')}+{b.get('model_version')}",
+            "variant": f"{table.control.name}+{treatment.name}",
+            "fallback": bool(a.get("fallback")) or bool(b.get("fallback")),
+        }
+        return json.dumps(answer, separators=(",", ":")).encode()
+
+    async def _feedback(self, table: RoutingTable, body: bytes, send: Send) -> None:
+        """Feedback carrying an interleaving_token goes to the team that contributed the
+        item (a click is tallied for the feed's outcome); without one, to the user's
+        variant as in A/B."""
+        exp = table.config.experiment
+        try:
+            fb = _FeedbackRouted.model_validate_json(body)
+        except ValidationError as exc:
+            await _json(send, 422, validation_error_body(exc.errors(), prefix=("body",)))
+            return
+        target = table.assign(fb.user_id)
+        if fb.interleaving_token and fb.item_id is not None:
+            try:
+                feed = attribution.decode(table.token_key, fb.interleaving_token, fb.user_id)
+            except attribution.TokenError as exc:
+                self.metrics.token_errors.labels(exp).inc()
+                await _field_error(send, "interleaving_token", str(exc))
+                return
+            team = feed.team_of(fb.item_id)
+            if team is None:
+                self.metrics.token_errors.labels(exp).inc()
+                await _field_error(send, "item_id", "not an item of the feed this token names")
+                return
+            assert table.treatment is not None
+            target = table.treatment if team == TREATMENT else table.control
+            if fb.event == "click":
+                result = self.book.click(feed, fb.item_id)
+                team_name = "treatment" if team == TREATMENT else "control"
+                self.metrics.interleaving_clicks.labels(exp, team_name, result).inc()
+        served, reply = await self._try(target, "/feedback", body)
+        if reply is None:
+            self.metrics.requests.labels(exp, target.name, "feedback", "502").inc()
+            await _json(send, 502, {"detail": f"no endpoint of {target.name!r} answered"})
+            return
+        await self._send_reply(send, exp, target, served, "feedback", reply)
+
+    async def _send_reply(
+        self, send: Send, exp: str, assigned: _Variant, served: _Variant, endpoint: str,
+        reply: Reply,
+    ) -> None:  # fmt: skip
         self.metrics.requests.labels(exp, assigned.name, endpoint, str(reply.status)).inc()
         if endpoint == "rank" and reply.status == 200:
             self.metrics.exposures.labels(exp, served.name).inc()
@@ -381,3 +590,14 @@ async def _respond(
 
 async def _json(send: Send, status: int, obj: Any) -> None:
     await _respond(send, status, json.dumps(obj).encode())
+
+
+async def _field_error(send: Send, field: str, msg: str) -> None:
+    await _json(send, 422, {
+        "detail": [{"loc": ["body", field], "msg": msg, "type": "value_error"}],
+        "message": f"{field}: {msg}",
+    })  # fmt: skip
+
+
+def _ok(reply: Reply | None) -> bool:
+    return reply is not None and reply.status == 200

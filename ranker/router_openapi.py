@@ -31,7 +31,17 @@ VARIANT_HEADER = "x-rankexp-variant"
 class RoutedRankResponse(RankResponse):
     routed_variant: str = Field(
         description=f"the variant that served the feed, also in the {VARIANT_HEADER} header; "
-        "control when the user's variant did not answer"
+        "control when the user's variant did not answer; the treatment for an "
+        "interleaved feed"
+    )
+    interleaved: bool | None = Field(
+        default=None,
+        description="interleaving experiments: true when the feed merges control's and "
+        "the treatment's by team draft",
+    )
+    interleaving_token: str | None = Field(
+        default=None,
+        description="interleaved feeds: opaque; echo it in every /feedback about this feed",
     )
 
 

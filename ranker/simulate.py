@@ -100,15 +100,17 @@ class Simulator:
         st.impressions_by_variant[variant] += len(items)
         st.clicks_by_variant[variant] += int(clicked.sum())
         events: list[dict[str, object]] = []
+        # an interleaved feed's token goes back with every event about it
+        echo = {"interleaving_token": body["interleaving_token"]} if body.get("interleaved") else {}
         for i in np.flatnonzero(clicked):
             item = int(items[i])
-            events.append({"user_id": user, "item_id": item, "event": "click"})
+            events.append({"user_id": user, "item_id": item, "event": "click", **echo})
             events.append(
                 {"user_id": user, "item_id": item, "event": "dwell",
-                 "dwell_seconds": round(float(dwell[i]), 3)}
+                 "dwell_seconds": round(float(dwell[i]), 3), **echo}
             )  # fmt: skip
             if liked[i]:
-                events.append({"user_id": user, "item_id": item, "event": "like"})
+                events.append({"user_id": user, "item_id": item, "event": "like", **echo})
         for ev in events:
             try:
                 async with session.post(self.target + "/feedback", json=ev) as resp:

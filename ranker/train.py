@@ -195,13 +195,25 @@ def expected_ctr(loaded: LoadedModel, world: World, n_users: int = 1000, k: int 
     return float(world.click_prob(users[:, None], item_ids).mean())
 
 
-def train(profile: str, out: Path, seed: int = 7, version: str | None = None) -> dict[str, Any]:
-    """Train one reference profile and write its model directory; return the metadata."""
+def train(
+    profile: str,
+    out: Path,
+    seed: int = 7,
+    version: str | None = None,
+    init_seed: int | None = None,
+) -> dict[str, Any]:
+    """Train one reference profile and write its model directory; return the metadata.
+
+    ``seed`` is the ground-truth world's; ``init_seed`` (default: ``seed``) seeds the
+    weights' initialisation and the batch order, so a second model of the same world,
+    data and profile differs only by it (``make bench-interleaving``'s near-identical
+    pair)."""
     prof = PROFILES[profile]
     torch.set_num_threads(2)
     t0 = time.perf_counter()
     ds = build_dataset(seed)
-    model, metrics = train_model(ds, prof, seed=seed)
+    init = seed if init_seed is None else init_seed
+    model, metrics = train_model(ds, prof, seed=init)
     seconds = time.perf_counter() - t0
     schema = {
         "user_features": list(prof.user_features),
@@ -227,6 +239,7 @@ def train(profile: str, out: Path, seed: int = 7, version: str | None = None) ->
         "description": prof.description,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "world_seed": seed,
+        **({"init_seed": init} if init != seed else {}),
         "training_data_sha256": ds.data_hash,
         "training_rows": int((ds.labels["user_id"] % HOLDOUT_MODULUS != 0).sum()),
         "offline_metrics": metrics,

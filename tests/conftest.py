@@ -81,7 +81,9 @@ def start_router(tmp_path: Path) -> Iterator[StartRouter]:
     """Start `ranker route` on 127.0.0.1 with a routing.json written from ``config``."""
     started: list[Process] = []
 
-    def start(config: dict[str, object], port: int | None = None) -> tuple[Process, str, Path]:
+    def start(
+        config: dict[str, object], port: int | None = None, *extra: str
+    ) -> tuple[Process, str, Path]:
         import json
 
         port = port or free_ports(1)[0]
@@ -90,7 +92,7 @@ def start_router(tmp_path: Path) -> Iterator[StartRouter]:
         proc = Process(
             f"router-{port}",
             [sys.executable, "-m", "ranker.cli", "route", "--config", str(cfg),
-             "--host", "127.0.0.1", "--port", str(port), "--poll-interval", "0.2"],
+             "--host", "127.0.0.1", "--port", str(port), "--poll-interval", "0.2", *extra],
             log_path=tmp_path / f"router-{port}.log",
         )  # fmt: skip
         proc.start()

@@ -255,6 +255,11 @@ class Analysis(_Model):
     min_samples_per_variant: int = Field(
         default=1000, ge=1, description="Impressions per variant before any decision."
     )
+    min_users_with_click: int = Field(
+        default=200,
+        ge=1,
+        description="Interleaving: users seen clicking an interleaved feed before any decision.",
+    )
     max_duration: Duration = Field(
         default="24h", description="After this the experiment ends Inconclusive."
     )
@@ -308,6 +313,10 @@ class ExperimentSpec(_Model):
                 "self.variants.exists(v, v.name == self.promotion.approvedVariant)",
                 "promotion.approvedVariant must name one of the variants",
             ),
+            cel(
+                "!has(self.mode) || self.mode != 'interleaving' || size(self.variants) == 2",
+                "interleaving takes exactly two variants: control and one treatment",
+            ),
         )
     )
 
@@ -324,6 +333,12 @@ class ExperimentSpec(_Model):
     paused: bool = Field(
         default=False, description="Freeze all changes to the children while true."
     )
+    mode: Literal["ab", "interleaving"] = Field(
+        default="ab",
+        description="ab: each user sees one variant's feed. interleaving (exactly two "
+        "variants): users routed to the treatment get control's and the treatment's feeds "
+        "merged by team draft, and the analysis decides on the preference share.",
+    )
 
     @model_validator(mode="after")
     def _mirror_cel_rules(self) -> ExperimentSpec:
@@ -338,6 +353,8 @@ class ExperimentSpec(_Model):
             errors.append("variant names must be unique")
         if self.control not in names:
             errors.append("control must name one of the variants")
+        if self.mode == "interleaving" and len(names) != 2:
+            errors.append("interleaving takes exactly two variants: control and one treatment")
         approved = self.promotion.approved_variant if self.promotion else None
         if approved is not None and approved not in names:
             errors.append("promotion.approvedVariant must name one of the variants")
@@ -490,6 +507,22 @@ class PowerEvidence(_Model):
     variants: list[SampleProgress] = Field(default_factory=list, max_length=MAX_VARIANTS)
 
 
+class InterleavingEvidence(_Model):
+    """Interleaving experiments: the preference share and the counts behind it."""
+
+    delta: float | None = Field(
+        default=None,
+        description="Preference share (treatment wins - control wins) / (wins + ties).",
+    )
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    wins_control: float | None = Field(default=None, description="Clicked feeds control won.")
+    wins_treatment: float | None = Field(default=None, description="Clicked feeds it won.")
+    ties: float | None = None
+    clicking_users: float | None = Field(default=None, description="Users seen clicking.")
+
+
 class AnalysisStatus(_Model):
     time: datetime | None = None
     window: Window | None = None
@@ -511,6 +544,9 @@ class AnalysisStatus(_Model):
     drift: list[DriftEvidence] = Field(default_factory=list, max_length=330)
     guardrails: list[GuardrailEvidence] = Field(default_factory=list, max_length=80)
     required_samples: PowerEvidence | None = None
+    interleaving: InterleavingEvidence | None = Field(
+        default=None, description="Interleaving experiments: the preference share."
+    )
 
 
 def _condition_list(description: str) -> Any:

@@ -1,5 +1,8 @@
 """The analysis decision record as the Experiment's status evidence (pure, no I/O).
 
+Records of A/B and of interleaving experiments alike (the latter carry an
+``interleaving`` block, written to ``status.analysis.interleaving``).
+
 ``rankexp.analysis.analyze`` returns a nested dict keyed by metric and variant; a CRD
 status needs declared shapes, so maps become lists of named entries here and field names
 become camelCase. Nothing is recomputed: every number is the record's.
@@ -27,7 +30,16 @@ def _pair(values: Any) -> tuple[float | None, float | None]:
 
 def headline(record: Mapping[str, Any]) -> tuple[str | None, float | None, float | None]:
     """(treatment, relative lift, adjusted p) shown in ``kubectl get exp``: the winner's,
-    else the treatment with the largest relative lift on the primary metric."""
+    else the treatment with the largest relative lift on the primary metric. For an
+    interleaving record: (treatment, preference share, its p-value)."""
+    inter = record.get("interleaving")
+    if isinstance(inter, Mapping):
+        control = record.get("control")
+        treatment = next((n for n in record.get("samples", {}) if n != control), None)
+        delta = _num(inter.get("delta"))
+        if treatment is None or delta is None:
+            return None, None, None
+        return treatment, delta, _num(inter.get("p_value"))
     primary = record.get("metrics", {}).get(record.get("primary_metric", ""), {})
     control = record.get("control")
     candidates = {
@@ -129,7 +141,7 @@ def analysis_status(
     progress = power.get("progress") or {}
     observed = power.get("observed") or {}
     _, lift, p_value = headline(record)
-    return {
+    out = {
         "time": time,
         "window": {"start": window[0], "end": window[1]},
         "decision": record.get("decision"),
@@ -165,6 +177,26 @@ def analysis_status(
         }
         if power
         else None,
+    }
+    inter = record.get("interleaving")
+    if isinstance(inter, Mapping):
+        out["interleaving"] = interleaving_status(inter)
+    return out
+
+
+def interleaving_status(inter: Mapping[str, Any]) -> dict[str, Any]:
+    """``status.analysis.interleaving`` from a record's ``interleaving`` block: the
+    preference share (treatment wins - control wins) / (wins + ties), its interval and
+    p-value, and the counts behind it."""
+    return {
+        "delta": _num(inter.get("delta")),
+        "ciLow": _num(inter.get("ci_low")),
+        "ciHigh": _num(inter.get("ci_high")),
+        "pValue": _num(inter.get("p_value")),
+        "winsControl": _num(inter.get("wins_control")),
+        "winsTreatment": _num(inter.get("wins_treatment")),
+        "ties": _num(inter.get("ties")),
+        "clickingUsers": _num(inter.get("clicking_users")),
     }
 
 

@@ -87,6 +87,15 @@ class MetricsReader(Protocol):
         namespace: str | None = None,
     ) -> list[str]: ...
 
+    def interleaving(
+        self,
+        experiment: str,
+        window: timedelta,
+        end: datetime | None = None,
+        *,
+        namespace: str | None = None,
+    ) -> tuple[dict[str, list[float]], float]: ...
+
     def close(self) -> None: ...
 
 
@@ -450,6 +459,11 @@ def _analyze(
         counts = reader.exposures_between(
             experiment.name, [(a, b) for a, b, _ in periods], namespace=experiment.namespace
         )
+        interleaved = (
+            reader.interleaving(experiment.name, now - started, now, namespace=experiment.namespace)
+            if spec.mode == "interleaving"
+            else None
+        )
     except PrometheusUnavailable as exc:
         return _Decision(error=("PrometheusUnavailable", str(exc)))
     except MissingSeries as exc:
@@ -474,24 +488,13 @@ def _analyze(
     drift["histograms"] = gating
     guardrails = [g.model_dump(by_alias=True, exclude_none=True) for g in analysis.guardrails]
     try:
-        payload = analysis_input(
-            control=spec.control,
-            weights=expected,
-            variants=data,
-            method=analysis.method,
-            alpha=analysis.alpha,
-            primary_metric=analysis.primary_metric,
-            secondary_metrics=analysis.secondary_metrics or None,
-            guardrails=guardrails,
-            min_samples_per_variant=analysis.min_samples_per_variant,
-            srm_p_value=analysis.srm_p_value,
-            srm_exposures=srm_exposures,
-            drift=drift,
-            elapsed_seconds=(now - started).total_seconds(),
-            max_duration_seconds=parse_duration(analysis.max_duration),
-            experiment=experiment.name,
-        )
-        record = analyze(payload)
+        elapsed = (now - started).total_seconds()
+        if interleaved is not None:
+            record = analyze(_interleaving_input(spec, analysis, experiment, data, interleaved,
+                                                 guardrails, elapsed))  # fmt: skip
+        else:
+            record = _ab_record(spec, analysis, experiment, data, expected, srm_exposures, drift,
+                                guardrails, elapsed)  # fmt: skip
     except InputError as exc:
         return _Decision(error=("MissingData", f"analysis input rejected: {exc}"))
     # rounded: the time-weighted mix of periods is a sum of floats (0.5000000000000001)
@@ -504,3 +507,65 @@ def _analyze(
         ),
         observations=evidence.variant_observations(data, record),
     )
+
+
+def _interleaving_input(
+    spec: ExperimentSpec,
+    analysis: Analysis,
+    experiment: res.ExperimentRef,
+    data: Mapping[str, Any],
+    interleaved: tuple[dict[str, list[float]], float],
+    guardrails: list[dict[str, Any]],
+    elapsed: float,
+) -> dict[str, Any]:
+    """The ``rankexp analyze`` input of an interleaving experiment. Non-inferiority
+    margins against control do not apply (both variants serve the same feeds): only the
+    absolute guardrails go in."""
+    outcomes, clicking = interleaved
+    treatment = next(v.name for v in spec.variants if v.name != spec.control)
+    return {
+        "mode": "interleaving",
+        "experiment": experiment.name,
+        "control": spec.control,
+        "treatment": treatment,
+        "method": analysis.method,
+        "alpha": analysis.alpha,
+        "outcomes": outcomes,
+        "clicking_users": clicking,
+        "min_users_with_click": analysis.min_users_with_click,
+        "guardrails": [g for g in guardrails if "max" in g],
+        "variants": dict(data),
+        "elapsed_seconds": elapsed,
+        "max_duration_seconds": parse_duration(analysis.max_duration),
+    }
+
+
+def _ab_record(
+    spec: ExperimentSpec,
+    analysis: Analysis,
+    experiment: res.ExperimentRef,
+    data: Mapping[str, Any],
+    expected: Mapping[str, float],
+    srm_exposures: Mapping[str, float],
+    drift: dict[str, Any],
+    guardrails: list[dict[str, Any]],
+    elapsed: float,
+) -> dict[str, Any]:
+    payload = analysis_input(
+        control=spec.control,
+        weights=expected,
+        variants=data,
+        method=analysis.method,
+        alpha=analysis.alpha,
+        primary_metric=analysis.primary_metric,
+        secondary_metrics=analysis.secondary_metrics or None,
+        guardrails=guardrails,
+        min_samples_per_variant=analysis.min_samples_per_variant,
+        srm_p_value=analysis.srm_p_value,
+        srm_exposures=srm_exposures,
+        drift=drift,
+        elapsed_seconds=elapsed,
+        max_duration_seconds=parse_duration(analysis.max_duration),
+        experiment=experiment.name,
+    )
+    return analyze(payload)

@@ -47,6 +47,9 @@ LATENCY_HISTOGRAM = "ranking_latency_seconds"
 REQUESTS = "ranking_requests_total"
 ERRORS = "ranking_errors_total"
 EXPOSURES = "router_exposures_total"
+OUTCOMES = "router_interleaving_outcomes_total"
+CLICKING_USERS = "router_interleaving_clicking_users_total"
+WINNERS = ("control", "treatment", "tie")
 DEFAULT_FEATURES: tuple[str, ...] = ("age", "like_rate", "total_interactions")
 
 _DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
@@ -340,6 +343,33 @@ class ExperimentMetrics:
                 }
             )
         return out
+
+    def interleaving(
+        self,
+        experiment: str,
+        window: str | timedelta,
+        end: datetime | None = None,
+        *,
+        namespace: str | None = None,
+    ) -> tuple[dict[str, list[float]], float]:
+        """An interleaving experiment's outcomes over ``(end - window, end]``: per winner
+        (control, treatment, tie) the 64 user-bucket counts of clicked feeds, and the
+        users seen clicking. The router creates an outcome series at its first count, so
+        an absent one is 0, not missing (a router without live series is caught by
+        :meth:`stale`)."""
+        at = datetime.now(UTC) if end is None else end
+        w = format_window(window)
+        sel = selector(experiment, namespace)
+        samples = self.query(f"sum by (winner, bucket) (increase({OUTCOMES}{sel}[{w}]))", at)
+        out = {name: [0.0] * N_ANALYSIS_BUCKETS for name in WINNERS}
+        for labels, value in samples:
+            name, raw = labels.get("winner", ""), labels.get("bucket", "")
+            if name not in out or not raw.isdigit() or not 0 <= int(raw) < N_ANALYSIS_BUCKETS:
+                raise BadSeries(OUTCOMES, name, f"winner/bucket labels {name!r}/{raw!r}")
+            out[name][int(raw)] = _finite(value, OUTCOMES, name)
+        users = self.query(f"sum(increase({CLICKING_USERS}{sel}[{w}]))", at)
+        clicking = _finite(users[0][1], CLICKING_USERS, "router") if users else 0.0
+        return out, clicking
 
     def stale(
         self,

@@ -468,7 +468,7 @@ def apply_children(
     def render(replicas: Mapping[str, int]) -> list[dict[str, Any]]:
         children = res.desired_children(
             experiment, spec, record.weights, previous, replicas=replicas,
-            action=record.annotation(),
+            action=record.annotation(), concluded=record.concluded,
         )  # fmt: skip
         kopf.adopt(children, owner=cast(kopf.Body, dict(body)))
         return children

@@ -152,11 +152,15 @@ def routing_config(
     spec: ExperimentSpec,
     weights: Mapping[str, int],
     previous: Mapping[str, Any] | None = None,
+    concluded: bool = False,
 ) -> dict[str, Any]:
     """routing.json. The bucket allocation is computed from the ``previous`` one (the
-    ConfigMap's), so a weight change moves only the users it must (ranker.allocation)."""
+    ConfigMap's), so a weight change moves only the users it must (ranker.allocation).
+    An interleaving experiment routes in interleaving mode until its run concludes; then
+    the winner (or control) serves alone."""
     allocation = reallocate(previous, variant_order(spec), weights)
     return {
+        "mode": "ab" if concluded else spec.mode,
         "experiment": experiment.name,
         # The uid is stable for the object's life and new for a re-created experiment, so
         # users are re-randomised between experiments but never within one.
@@ -316,11 +320,12 @@ def router_children(
     weights: Mapping[str, int],
     previous: Mapping[str, Any] | None = None,
     action: str | None = None,
+    concluded: bool = False,
 ) -> list[dict[str, Any]]:
     name = router_name(experiment.name)
     child_labels = labels(experiment.name, COMPONENT_ROUTER)
     selector = selector_labels(experiment.name)
-    config_text = routing_json(routing_config(experiment, spec, weights, previous))
+    config_text = routing_json(routing_config(experiment, spec, weights, previous, concluded))
     configmap: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -398,6 +403,7 @@ def desired_children(
     *,
     replicas: Mapping[str, int] | None = None,
     action: str | None = None,
+    concluded: bool = False,
 ) -> list[dict[str, Any]]:
     """Every child of the experiment, variants first, without owner references.
     ``previous`` is the bucket allocation of the routing ConfigMap in place, if any;
@@ -407,7 +413,7 @@ def desired_children(
     for variant in spec.variants:
         count = None if replicas is None else replicas.get(variant.name)
         children.extend(variant_children(experiment, spec, variant, count))
-    children.extend(router_children(experiment, spec, weights, previous, action))
+    children.extend(router_children(experiment, spec, weights, previous, action, concluded))
     return children
 
 

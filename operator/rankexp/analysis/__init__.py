@@ -1,12 +1,20 @@
 """Statistics for rankexp experiments: pure functions, no I/O.
 
 The control plane calls :func:`analyze` with a dict (or an
-:class:`AnalysisInput`) shaped like the ``rankexp analyze`` JSON input and gets
+:class:`AnalysisInput`) shaped like the ``rankexp analyze`` JSON input (``mode:
+interleaving`` for an interleaving experiment, :class:`InterleavingInput`) and gets
 the decision record back; :class:`InputError` names the bad field.
 """
 
 from rankexp.analysis.decide import DECISIONS, Comparison, analyze, compare, inferiority_test
 from rankexp.analysis.drift import ks_binned, psi
+from rankexp.analysis.interleaving import (
+    InterleavingInput,
+    analyze_interleaving,
+    parse_interleaving_input,
+    preference,
+    preference_test,
+)
 from rankexp.analysis.models import (
     METRICS,
     AnalysisInput,
@@ -47,8 +55,10 @@ __all__ = [
     "DriftConfig",
     "Histogram",
     "InputError",
+    "InterleavingInput",
     "VariantData",
     "analyze",
+    "analyze_interleaving",
     "compare",
     "cs_half_width",
     "design_effect",
@@ -63,7 +73,10 @@ __all__ = [
     "msprt_p_value_below",
     "parse_duration",
     "parse_input",
+    "parse_interleaving_input",
     "power_at",
+    "preference",
+    "preference_test",
     "psi",
     "ratio_estimate",
     "required_samples",

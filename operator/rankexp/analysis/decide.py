@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from rankexp.analysis.drift import ks_binned, psi
-from rankexp.analysis.models import METRICS, AnalysisInput, parse_input
+from rankexp.analysis.models import METRICS, AnalysisInput, VariantData, parse_input
 from rankexp.analysis.power import design_effect, required_samples, required_samples_per_variant
 from rankexp.analysis.sequential import (
     cs_half_width,
@@ -157,8 +157,15 @@ def inferiority_test(
 def analyze(payload: Mapping[str, Any] | AnalysisInput) -> dict[str, Any]:
     """Validate ``payload`` and return the decision record (JSON-ready dict).
 
+    ``mode: "interleaving"`` selects the interleaving input and test
+    (:mod:`rankexp.analysis.interleaving`); without it (or ``mode: "ab"``) the A/B one.
     Raises :class:`rankexp.analysis.InputError` on bad input.
     """
+    if isinstance(payload, Mapping) and payload.get("mode", "ab") != "ab":
+        from rankexp.analysis.interleaving import analyze_interleaving, check_mode
+
+        check_mode(payload.get("mode"))
+        return analyze_interleaving(payload)
     m = parse_input(payload)
     holds: list[tuple[str, str]] = []  # (reason code, message), in rule order
     metric_names = [m.primary_metric, *m.secondaries()]
@@ -431,11 +438,24 @@ def _guardrails(
     m: AnalysisInput, holds: list[tuple[str, str]]
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Absolute limits, checked on every treatment. Returns (record, breaches)."""
+    return absolute_guardrails(m.guardrails, m.variants, _treatments(m), holds)
+
+
+def absolute_guardrails(
+    limits: Mapping[str, float],
+    variants: Mapping[str, VariantData],
+    treatments: list[str],
+    holds: list[tuple[str, str]],
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Absolute limits (metric -> max) on each of ``treatments``: a value above its max
+    breaches, a treatment without the value (or without data at all) holds. Returns
+    (record, breaches)."""
     record: list[dict[str, Any]] = []
     breaches: list[str] = []
-    for metric, limit in m.guardrails.items():
-        for t in _treatments(m):
-            value = m.variants[t].scalar(metric)
+    for metric, limit in limits.items():
+        for t in treatments:
+            v = variants.get(t)
+            value = v.scalar(metric) if v is not None else None
             ok = None if value is None else value <= limit
             record.append(
                 {

@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 MetricName = Literal["ctr", "engagement_rate", "dwell_time"]
 
@@ -197,22 +199,7 @@ class AnalysisInput(BaseModel):
             limits, margins = _split_guardrails(out["guardrails"])
             out["guardrails"] = limits
             out["non_inferiority"] = {**dict(out.get("non_inferiority") or {}), **margins}
-        for key, seconds_key in DURATION_FIELDS.items():
-            raw = out.get(key)
-            if raw is None:
-                continue
-            if not isinstance(raw, str):
-                raise _field_error(
-                    key, f"must be a duration string like '24h' (or give {seconds_key})"
-                )
-            try:
-                value = parse_duration(raw)
-            except ValueError as exc:
-                raise _field_error(key, str(exc)) from None
-            given = out.get(seconds_key)
-            if given is not None and given != value:
-                raise _field_error(key, f"{raw!r} disagrees with {seconds_key} = {given!r}")
-            out[seconds_key] = value
+        _normalise_durations(out)
         return out
 
     def secondaries(self) -> list[str]:
@@ -226,6 +213,24 @@ class AnalysisInput(BaseModel):
             if all(num in v.buckets and den in v.buckets for v in self.variants.values()):
                 out.append(name)
         return out
+
+
+def _normalise_durations(out: dict[str, Any]) -> None:
+    """Go-style duration strings (``max_duration: "24h"``) into their seconds twins."""
+    for key, seconds_key in DURATION_FIELDS.items():
+        raw = out.get(key)
+        if raw is None:
+            continue
+        if not isinstance(raw, str):
+            raise _field_error(key, f"must be a duration string like '24h' (or give {seconds_key})")
+        try:
+            value = parse_duration(raw)
+        except ValueError as exc:
+            raise _field_error(key, str(exc)) from None
+        given = out.get(seconds_key)
+        if given is not None and given != value:
+            raise _field_error(key, f"{raw!r} disagrees with {seconds_key} = {given!r}")
+        out[seconds_key] = value
 
 
 def _split_guardrails(items: list[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -276,24 +281,27 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 
 def parse_input(payload: Mapping[str, Any] | AnalysisInput) -> AnalysisInput:
     """Validate ``payload`` (a dict shaped like the CLI's JSON, or a model)."""
-    if isinstance(payload, AnalysisInput):
-        model = payload
-    else:
-        if not isinstance(payload, Mapping):
-            raise InputError("", "input must be a JSON object")
-        try:
-            model = AnalysisInput.model_validate(dict(payload))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-            if err["type"] == "rankexp_field" and "ctx" in err:
-                field, msg = str(err["ctx"]["field"]), str(err["ctx"]["message"])
-            else:
-                field = _loc(tuple(err["loc"]))
-                msg = str(err["msg"]).removeprefix("Value error, ")
-            raise InputError(field, msg + extra) from None
+    model = payload if isinstance(payload, AnalysisInput) else validate(AnalysisInput, payload)
     _check(model)
     return model
+
+
+def validate(cls: type[ModelT], payload: Any) -> ModelT:
+    """``cls.model_validate(payload)`` with the first error as an :class:`InputError`
+    naming its field."""
+    if not isinstance(payload, Mapping):
+        raise InputError("", "input must be a JSON object")
+    try:
+        return cls.model_validate(dict(payload))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        if err["type"] == "rankexp_field" and "ctx" in err:
+            field, msg = str(err["ctx"]["field"]), str(err["ctx"]["message"])
+        else:
+            field = _loc(tuple(err["loc"]))
+            msg = str(err["msg"]).removeprefix("Value error, ")
+        raise InputError(field, msg + extra) from None
 
 
 def _check(m: AnalysisInput) -> None:
@@ -344,12 +352,19 @@ def _check(m: AnalysisInput) -> None:
             if ref is not None and ref.edges != h.edges:
                 raise InputError(f"{hwhere}.edges", f"differ from variants.{m.control}'s")
 
-    for g in m.guardrails:
+    check_guardrail_metrics(m.guardrails, m.variants)
+
+
+def check_guardrail_metrics(
+    guardrails: Mapping[str, float], variants: Mapping[str, VariantData]
+) -> None:
+    """Every absolute guardrail is a known one or a numeric field some variant reports."""
+    for g in guardrails:
         if g in KNOWN_GUARDRAILS:
             continue
-        if not any(v.model_extra and g in v.model_extra for v in m.variants.values()):
+        if not any(v.model_extra and g in v.model_extra for v in variants.values()):
             raise InputError(f"guardrails.{g}", "unknown metric (no variant reports it)")
-        for vname, v in m.variants.items():
+        for vname, v in variants.items():
             raw = (v.model_extra or {}).get(g)
             if raw is not None and (
                 isinstance(raw, bool) or not isinstance(raw, int | float) or not raw >= 0

@@ -728,3 +728,39 @@ def test_a_missing_or_corrupt_model_is_never_ready_and_the_experiment_says_so(
             "value": f"file://{model_dirs['v2']}"}]  # fmt: skip
     loop.kube.kubectl("patch", "experiment", "nomodel", "--type=json", "-p", json.dumps(fix))
     loop.wait("nomodel", lambda o: phase(o) == "Running", "Running once the model loads")
+
+
+# ----------------------------------------------------------------------- interleaving
+
+
+def test_interleaving_promotes_v2_on_the_preference_share(
+    loop: Loop, api_client: Any, model_dirs: dict[str, Path]
+) -> None:
+    """mode: interleaving end to end: the router merges v1's and v2's feeds, the simulated
+    users' clicks are attributed to teams, Prometheus scrapes the outcomes, and the
+    operator promotes v2 on the preference share; then the winner serves alone."""
+    kubelet = loop.start_kubelet(
+        api_client, extra_args={"il-router": ["--attribution-window", "2"]}
+    )
+    loop.start_operator()
+    loop.kube.apply(manifest("il", model_dirs, mode="interleaving",
+                             analysis={"minUsersWithClick": 100}))  # fmt: skip
+    loop.running("il", kubelet)
+    obj = loop.wait("il", lambda o: phase(o) == "Promoted", "Promoted")
+    status = obj["status"]
+    assert status["winner"] == "treatment"
+    analysis = status["analysis"]
+    assert analysis["decision"] == "Promote" and analysis["primaryMetric"] == "preference"
+    inter = analysis["interleaving"]
+    assert inter["delta"] > 0 and inter["ciLow"] > 0 and inter["pValue"] < 0.05
+    assert inter["winsTreatment"] > inter["winsControl"]
+    assert inter["clickingUsers"] >= 100
+    assert {g["metric"] for g in analysis["guardrails"]} == {"latency_p95_ms", "error_rate"}
+    assert [r for r, _ in action_events(loop.kube, "il")] == ["RunStarted", "Promoted"]
+    # concluded: the routing leaves interleaving mode, so the winner serves alone
+    routing = json.loads(loop.kube.get("configmap", "il-routing")["data"]["routing.json"])
+    assert routing["mode"] == "ab"
+    assert [(v["name"], v["weight"]) for v in routing["variants"]] == [
+        ("control", 0),
+        ("treatment", 100),
+    ]

@@ -305,6 +305,14 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
         {"variants": [variant("control", 50), variant("treatment", 50, replicas=-1)]},
         "variant replicas must not be negative",
     ),
+    "interleaving-three-variants": (
+        {
+            "mode": "interleaving",
+            "variants": [variant("control", 50), variant("t1", 25), variant("t2", 25)],
+        },
+        "interleaving takes exactly two variants: control and one treatment",
+    ),
+    "unknown-mode": ({"mode": "bandit"}, 'spec.mode: Unsupported value: "bandit"'),
 }
 
 

@@ -132,6 +132,7 @@ def test_cel_rules_name_each_rule_and_are_bounded() -> None:
         "between 2 and 10 variants",
         "weight must be in 0..100",
         "replicas must not be negative",
+        "interleaving takes exactly two variants",
     ):
         assert expected in text
 
@@ -179,6 +180,13 @@ def _spec(load_sample: Loader) -> dict[str, Any]:
         (lambda s: s.update(control="nobody"), "control must name one of the variants"),
         (lambda s: s["variants"].pop(), "between 2 and 10 variants"),
         (lambda s: s["variants"][1].update(replicas=-1), "replicas must not be negative"),
+        (
+            lambda s: s.update(
+                mode="interleaving",
+                variants=[*s["variants"], {**s["variants"][1], "name": "t2", "weight": 0}],
+            ),
+            "interleaving takes exactly two variants",
+        ),
     ],
 )
 def test_models_mirror_the_cel_rules(

@@ -99,6 +99,7 @@ def test_router_and_routing_config(ref: res.ExperimentRef, spec: ExperimentSpec)
     children = _by_key(res.desired_children(ref, spec, {"control": 70, "treatment": 30}))
     config = json.loads(children[("ConfigMap", "feed-ranking-routing")]["data"]["routing.json"])
     assert config == {
+        "mode": "ab",
         "experiment": "feed-ranking",
         "salt": "u-1",
         "control": "control",
@@ -206,3 +207,18 @@ def test_pods_run_hardened_and_variants_get_their_own_env(experiment_body: dict[
     treatment = env("feed-ranking-treatment")
     assert treatment["LEVEL"] == "y" and treatment["RANKER_INJECT_LATENCY_MS"] == "150"
     assert treatment["SHARED"] == "a" and treatment["RANKEXP_VARIANT"] == "treatment"
+
+
+def test_interleaving_routes_interleaved_until_the_run_concludes(
+    ref: res.ExperimentRef, spec: ExperimentSpec
+) -> None:
+    spec = spec.model_copy(update={"mode": "interleaving"})
+    weights = {"control": 50, "treatment": 50}
+
+    def mode(concluded: bool) -> str:
+        children = _by_key(res.desired_children(ref, spec, weights, concluded=concluded))
+        data = children[("ConfigMap", "feed-ranking-routing")]["data"]["routing.json"]
+        return str(json.loads(data)["mode"])
+
+    assert mode(False) == "interleaving"
+    assert mode(True) == "ab"  # the winner, or control, serves alone

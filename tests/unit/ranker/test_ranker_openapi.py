@@ -66,9 +66,13 @@ def test_forwarded_bodies_are_the_rankers_schemas(
         assert ranker_doc["paths"][path]["post"]["responses"][status]["content"][
             "application/json"
         ]["schema"]["$ref"].endswith(plain)
-        # the ranker's answer plus routed_variant, nothing else
+        # the ranker's answer plus routed_variant (and, for a feed, the two optional
+        # interleaving fields), nothing else
         extra = dict(ours[routed]["properties"])
         assert extra.pop("routed_variant")["type"] == "string"
+        if path == "/rank":
+            assert extra.pop("interleaving_token")["anyOf"][0] == {"type": "string"}
+            assert extra.pop("interleaved")["anyOf"][0] == {"type": "boolean"}
         assert extra == theirs[plain]["properties"]
         assert set(ours[routed]["required"]) == {*theirs[plain]["required"], "routed_variant"}
 
