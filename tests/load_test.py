@@ -27,13 +27,17 @@ class RankingUser(HttpUser):
             body = resp.json()
             items = body["items"]
             scores = [i["score"] for i in items]
-            if len(items) != 50 or scores != sorted(scores, reverse=True):
-                resp.failure("feed not 50 sorted items")
+            # an interleaved feed merges two rankers' lists: distinct items, not one order
+            ordered = body.get("interleaved") or scores == sorted(scores, reverse=True)
+            if len(items) != 50 or not ordered or len({i["item_id"] for i in items}) != 50:
+                resp.failure("feed not 50 distinct items in order")
             elif random.random() < 0.3:
+                echo = {"interleaving_token": body["interleaving_token"]} if body.get(
+                    "interleaved") else {}  # fmt: skip
                 self.client.post(
                     "/feedback",
                     json={"user_id": self.user_id, "item_id": items[0]["item_id"],
-                          "event": "click"},
+                          "event": "click", **echo},
                 )  # fmt: skip
 
     @task(1)

@@ -535,7 +535,9 @@ class AnalysisStatus(_Model):
     primary_metric: str | None = Field(default=None, max_length=32)
     method: str | None = Field(default=None, max_length=16)
     lift: float | None = Field(
-        default=None, description="Relative lift of the best treatment on the primary metric."
+        default=None,
+        description="Relative lift of the best treatment on the primary metric "
+        "(interleaving: the preference share).",
     )
     p_value: float | None = Field(default=None, description="Its (Holm-adjusted) p-value.")
     srm_p_value: float | None = None

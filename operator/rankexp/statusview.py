@@ -128,6 +128,16 @@ def render(obj: Mapping[str, Any]) -> str:
                 ],
             )
         )
+    inter = analysis.get("interleaving")
+    if inter:
+        out.append("")
+        out.append(
+            f"Interleaving: preference share {_fmt(inter.get('delta'), 3)} "
+            f"[{_fmt(inter.get('ciLow'), 3)}, {_fmt(inter.get('ciHigh'), 3)}], "
+            f"p {_fmt(inter.get('pValue'), 3)}; clicked feeds won by control "
+            f"{_fmt(inter.get('winsControl'))}, treatment {_fmt(inter.get('winsTreatment'))}, "
+            f"ties {_fmt(inter.get('ties'))}; clicking users {_fmt(inter.get('clickingUsers'))}"
+        )
     out.append("")
     out.append(f"Sample-ratio check p-value: {_fmt(analysis.get('srmPValue'), 3)}")
     shares = [

@@ -1,6 +1,6 @@
 """Interleaving experiments: the preference share and its decision (pure, no I/O).
 
-In an interleaving experiment every user sees one feed merged from both variants'
+In an interleaving experiment each interleaved user sees one feed merged from both variants'
 rankings by team draft (``ranker.interleave``), and each click credits the team that
 contributed the clicked item. The router counts, for each served interleaved feed with
 at least one click, which team got more clicks (``control``, ``treatment`` or ``tie``),
@@ -34,7 +34,7 @@ Decision (the first rule that applies, as in :mod:`rankexp.analysis.decide`):
    ``max_duration_seconds``.
 5. Continue.
 
-There is no sample-ratio check (no split: every user sees both variants) and no drift
+There is no sample-ratio check (an interleaved user sees both variants) and no drift
 or non-inferiority check (both variants serve the same feeds, so per-variant CTRs do
 not exist).
 """
@@ -236,7 +236,7 @@ def analyze_interleaving(payload: Mapping[str, Any] | InterleavingInput) -> dict
         "metrics": {PRIMARY_METRIC: _metrics(m, delta, var, ci, p, significant, test)},
         "srm": {
             "applicable": False,
-            "reason": "interleaving: every user sees both variants, there is no split to check",
+            "reason": "interleaving: each interleaved user sees both variants, no split to check",
             "p_value": None,
             "chi2": None,
             "threshold": None,

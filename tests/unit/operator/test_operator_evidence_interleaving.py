@@ -85,3 +85,16 @@ def test_headline_without_data_is_empty() -> None:
     assert rec["decision"] == "Hold"
     assert evidence.headline(rec) == (None, None, None)
     assert status(rec)["interleaving"]["delta"] is None
+
+
+def test_rankexp_status_prints_the_preference_share() -> None:
+    from rankexp import statusview
+
+    rec = record()
+    obj = {"metadata": {"name": "il"}, "spec": {"control": "control", "mode": "interleaving"},
+           "status": {"phase": "Running", "analysis": status(rec)}}  # fmt: skip
+    text = statusview.render(obj)
+    inter = rec["interleaving"]
+    line = next(x for x in text.splitlines() if x.startswith("Interleaving:"))
+    assert f"preference share {inter['delta']:.3g} [" in line
+    assert f"treatment {inter['wins_treatment']}" in line and "clicking users 900" in line
