@@ -17,6 +17,17 @@ drives it from this process over loopback HTTP with aiohttp:
 
 Prints a table, the ranker's saturation as a share of the floor and the fast/naive
 ratios. Figures, not pass/fail.
+
+The floor has FastAPI with the ranker's JSON route class, the BodyLimit middleware
+and uvicorn with the ranker's guarded HTTP protocol and limits; it validates the
+request into RankRequest and answers with a JSONResponse of a prebuilt 50-item dict
+(json.dumps per request). What the ranker does on top: RequestMetricsMiddleware
+(request counter and latency histogram), the user-embedding cache look-up and its
+counters, the exact top-50 over the catalog (a 10k x 32 matrix-vector product and a
+partial selection), recording the response for the quality monitor (computed in
+batches of 256 and before every scrape: ranker.quality), and the JSON of its 50
+items (ranker.feed_json). On 2 cores the load generator shares the machine with the
+server, so the figures move by 10-20 % from run to run: compare runs, not digits.
 """
 
 from __future__ import annotations

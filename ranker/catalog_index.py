@@ -63,18 +63,26 @@ def exact_top_k(
     itself. Instead: the ``k``-th largest of every ``STRIDE``-th score is a lower bound
     of the true ``k``-th largest (a subset's k-th largest cannot exceed the whole
     set's), so every row scoring at least that bound is a candidate and the true top
-    ``k`` are all among them (about ``k * STRIDE`` rows); those are sorted exactly."""
+    ``k`` are all among them (about ``k * STRIDE`` rows). A partition of the
+    candidates' scores then gives the true ``k``-th largest, and only the rows scoring
+    at least that (``k``, more on a tie) are sorted exactly, in row order so that a
+    stable sort breaks ties by row."""
     logits = emb @ query
     n = len(logits)
     k = min(k, n)
     if n >= 4 * k * STRIDE:
-        sample = logits[::STRIDE]
-        bound = np.partition(sample, len(sample) - k)[len(sample) - k]
-        candidates = np.flatnonzero(logits >= bound)
+        sample = logits[::STRIDE].copy()
+        sample.partition(len(sample) - k)
+        candidates = (logits >= sample[len(sample) - k]).nonzero()[0]
+        scores = logits[candidates]
+        kth = scores.copy()
+        kth.partition(len(kth) - k)
+        keep = scores >= kth[len(kth) - k]
+        candidates, scores = candidates[keep], scores[keep]
     else:
-        candidates = np.arange(n)
-    order = np.argsort(-logits[candidates], kind="stable")[:k]
-    top = candidates[order].astype(np.intp)
+        candidates, scores = np.arange(n), logits
+    order = (-scores).argsort(kind="stable")[:k]
+    top = candidates[order].astype(np.intp, copy=False)
     return top, logits[top]
 
 

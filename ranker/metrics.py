@@ -6,13 +6,14 @@ the control plane's PromQL depends on them, so change them only together.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from ranker.hashing import N_ANALYSIS_BUCKETS
 
@@ -30,12 +31,33 @@ ENTROPY_BUCKETS = tuple(round(0.25 * i, 2) for i in range(1, 16))
 DRIFT_FEATURES = ("age", "like_rate", "total_interactions")
 
 
+class BeforeCollect(Collector):
+    """Runs hooks when the registry is collected, before the collectors registered
+    after it: the quality monitor flushes its batch here, so a scrape (or any
+    ``generate_latest``/``get_sample_value``) sees every response served so far.
+    It yields no metrics and has no names (a registry restricted to some names
+    skips it: flush before collecting such a one)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.hooks: list[Callable[[], None]] = []
+        registry.register(self)
+
+    def describe(self) -> Iterable[HistogramMetricFamily]:
+        return []
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        for hook in self.hooks:
+            hook()
+        return iter(())
+
+
 class BulkHistogram(Collector):
     """A histogram that takes a whole array per call.
 
     prometheus_client's Histogram costs a Python call per value; a ranked feed
     has 50 of them, so the hot path bins them with numpy instead. Exposed in
-    the standard histogram format (_bucket with le, _sum, _count).
+    the standard histogram format (_bucket with le, _sum, _count), with the same
+    text as prometheus_client's Histogram given the same observations (tested).
     """
 
     def __init__(
@@ -73,7 +95,8 @@ class BulkHistogram(Collector):
 
 
 def _fmt(x: float) -> str:
-    return repr(float(x))
+    # le as prometheus_client's Histogram writes it
+    return str(floatToGoString(x))  # type: ignore[no-untyped-call]
 
 
 class BulkHistogramChild:
@@ -87,10 +110,40 @@ class BulkHistogramChild:
         self._total = total
 
     def observe_many(self, values: npt.NDArray[np.floating]) -> None:
+        """Observe every value of ``values``; the sum grows by ``float(values.sum())``."""
+        self._count(values)
+        self._total[0] += float(values.sum())
+
+    def observe_batch(
+        self, values: npt.NDArray[np.floating], sums: npt.NDArray[np.floating]
+    ) -> None:
+        """Observe every value of ``values``, which are several calls' worth of
+        ``observe_many``; ``sums`` are those calls' ``values.sum()``, in order. The
+        sum grows exactly as those calls would have made it grow, one after another."""
+        self._count(values)
+        self._add_in_order(sums)
+
+    def observe_each(self, values: npt.NDArray[np.floating]) -> None:
+        """Observe each value as prometheus_client's ``Histogram.observe(float(v))``
+        would, one after another: the same buckets, the same sum to the last bit
+        (a NaN is in no bucket but in the sum, as there)."""
+        values = np.asarray(values, dtype=np.float64)
+        nan = np.isnan(values)
+        self._count(values[~nan] if nan.any() else values)
+        self._add_in_order(values)
+
+    def _count(self, values: npt.NDArray[np.floating]) -> None:
         # le semantics: a value equal to a bound falls in that bucket
         idx = np.searchsorted(self._upper, values, side="left")
         self._counts += np.bincount(idx, minlength=len(self._counts))
-        self._total[0] += float(values.sum())
+
+    def _add_in_order(self, addends: npt.NDArray[np.floating]) -> None:
+        if len(addends):
+            # cumsum adds left to right, as repeated float += does (float64, like Python)
+            running = np.empty(len(addends) + 1, dtype=np.float64)
+            running[0] = self._total[0]
+            running[1:] = addends
+            self._total[0] = float(np.cumsum(running)[-1])
 
 
 class RankerMetrics:
@@ -100,6 +153,8 @@ class RankerMetrics:
         self.registry = registry
         self.variant = variant
         v = variant
+        #: first in the registry: hooks that run before the series are collected
+        self.before_collect = BeforeCollect(registry)
         self.latency = Histogram(
             "ranking_latency_seconds",
             "Time to answer a /rank request",
@@ -144,20 +199,22 @@ class RankerMetrics:
             "ranking_score", "Model score of each item served", ["variant"], SCORE_BUCKETS,
             registry,
         )  # fmt: skip
-        self.feature_value = Histogram(
+        # The quality series below are fed in batches by ranker.quality.QualityMonitor,
+        # hence BulkHistogram (same exposition as prometheus_client's Histogram).
+        self.feature_value = BulkHistogram(
             "ranking_feature_value",
             "User feature values seen at request time (drift input)",
             ["variant", "feature"],
-            buckets=FEATURE_BUCKETS,
-            registry=registry,
+            FEATURE_BUCKETS,
+            registry,
         )
-        self.unique_categories = Histogram(
+        self.unique_categories = BulkHistogram(
             "ranking_unique_categories", "Distinct categories per feed", ["variant"],
-            buckets=CATEGORY_COUNT_BUCKETS, registry=registry,
+            CATEGORY_COUNT_BUCKETS, registry,
         )  # fmt: skip
-        self.category_entropy = Histogram(
+        self.category_entropy = BulkHistogram(
             "ranking_category_entropy", "Shannon entropy (bits) of a feed's categories",
-            ["variant"], buckets=ENTROPY_BUCKETS, registry=registry,
+            ["variant"], ENTROPY_BUCKETS, registry,
         )  # fmt: skip
         self.item_age = BulkHistogram(
             "ranking_item_age_hours", "Age of each item served", ["variant"], ITEM_AGE_BUCKETS,
@@ -198,15 +255,17 @@ class RankerMetrics:
         self.dwell_events_by_bucket = bind(self.dwell_events)
         self.score_child = self.score.child(v)
         self.item_age_child = self.item_age.child(v)
-        self.features = {f: self.feature_value.labels(v, f) for f in DRIFT_FEATURES}
-        self.unique_categories_child = self.unique_categories.labels(v)
-        self.category_entropy_child = self.category_entropy.labels(v)
+        self.features = {f: self.feature_value.child(v, f) for f in DRIFT_FEATURES}
+        self.unique_categories_child = self.unique_categories.child(v)
+        self.category_entropy_child = self.category_entropy.child(v)
         self.coverage_child = self.coverage.labels(v)
         self.coverage_child.set(0.0)
         self.cache_hits_child = self.cache_hits.labels(v)
         self.cache_requests_child = self.cache_requests.labels(v)
         self.model_version = "unknown"
         self._request_children: dict[tuple[str, int], Counter] = {}
+        self._error_children: dict[str, Counter] = {}
+        self._latency_child: Histogram | None = None  # created on first use or set_model
 
     def set_model(self, version: str, auc: float | None, ndcg: float | None) -> None:
         self.model_version = version
@@ -215,7 +274,9 @@ class RankerMetrics:
         self._request_children[("rank", 200)] = self.requests.labels(
             self.variant, version, "rank", "200"
         )
-        self.latency.labels(self.variant, version)
+        # these follow the model version (the request counters above stay as they were)
+        self._error_children = {}
+        self._latency_child = self.latency.labels(self.variant, version)
         if auc is not None:
             self.model_auc.labels(self.variant, version).set(auc)
         if ndcg is not None:
@@ -229,6 +290,14 @@ class RankerMetrics:
             self._request_children[key] = child
         child.inc()
         if code >= 500:
-            self.errors.labels(self.variant, self.model_version, endpoint).inc()
+            error = self._error_children.get(endpoint)
+            if error is None:
+                error = self.errors.labels(self.variant, self.model_version, endpoint)
+                self._error_children[endpoint] = error
+            error.inc()
         if seconds is not None:
-            self.latency.labels(self.variant, self.model_version).observe(seconds)
+            latency = self._latency_child
+            if latency is None:
+                latency = self.latency.labels(self.variant, self.model_version)
+                self._latency_child = latency
+            latency.observe(seconds)

@@ -117,6 +117,21 @@ class RequestMetricsMiddleware:
             self.metrics.count_request(path[1:], status, elapsed if path == "/rank" else None)
 
 
+class _JSONBytes(Response):
+    """A ready JSON body: the headers starlette's Response would make, made directly."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            (b"content-length", str(len(body)).encode("latin-1")),
+            (b"content-type", b"application/json"),
+        ]
+
+
 class _JSONRequest(Request):
     """Parses JSON with pydantic's parser. The standard library's raises RecursionError
     on deep nesting (and UnicodeDecodeError on bytes that are not UTF-8), which FastAPI
@@ -191,7 +206,10 @@ def create_app(
         state.feature_index = {n: i for i, n in enumerate(snapshot.schema["user_features"])}
         offline = snapshot.metadata.get("offline_metrics", {})
         metrics.set_model(snapshot.version, offline.get("auc"), offline.get("ndcg_at_10"))
-        state.monitor = QualityMonitor(metrics, engine.n_items, len(CATEGORIES))
+        state.monitor = QualityMonitor(
+            metrics, snapshot.item_category, snapshot.item_age_hours, len(CATEGORIES),
+            state.feature_index,
+        )  # fmt: skip
         state.encoder = FeedEncoder(
             snapshot.item_ids, CATEGORIES, snapshot.item_category, snapshot.item_age_hours
         )
@@ -264,30 +282,23 @@ def create_app(
         start = time.perf_counter()
         engine, monitor = engine_or_503()
         r = engine.rank(req.user_id, req.num_items)
-        loaded = engine.loaded
-        cats = loaded.item_category[r.rows]
-        ages = loaded.item_age_hours[r.rows]
         if r.cache_hit is not None:
             metrics.cache_requests_child.inc()
             if r.cache_hit:
                 metrics.cache_hits_child.inc()
+        # recorded now, computed and exported in batches (and before every scrape)
         monitor.observe_response(
-            req.user_id,
-            r.rows,
-            cats,
-            ages,
-            None if r.fallback else r.scores,
+            req.user_id, r.rows, None if r.fallback else r.scores,
             engine.user_features(req.user_id),
-            state.feature_index,
-        )
+        )  # fmt: skip
         latency_ms = max((time.perf_counter() - start) * 1000.0, 1e-3)
         assert state.encoder is not None  # set with the engine
         body = state.encoder.encode(
             user_id=req.user_id, rows=r.rows.tolist(), scores=r.scores.tolist(),
-            latency_ms=round(latency_ms, 4), model_version=loaded.version,
+            latency_ms=round(latency_ms, 4), model_version=engine.loaded.version,
             variant=settings.variant, fallback=r.fallback,
         )  # fmt: skip
-        return Response(body, media_type="application/json")
+        return _JSONBytes(body)
 
     @app.post(
         "/feedback", status_code=202, response_model=FeedbackAccepted,
@@ -310,6 +321,8 @@ def create_app(
                          "description": "Prometheus text format"}},
     )  # fmt: skip
     async def prometheus_metrics() -> Response:
+        # the registry's collection flushes the quality monitor's batch first
+        # (ranker.metrics.BeforeCollect), so the scrape counts every response served
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     if settings.inject_latency_ms or settings.inject_error_rate:

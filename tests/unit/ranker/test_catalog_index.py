@@ -94,3 +94,17 @@ def test_the_model_catalog_through_ivf_keeps_its_recall(
     users = [u for u in range(5000, 7000, 10) if exact.knows(u)]
     recall = np.mean([recall_at_k(ivf.rank(u, 50).rows, exact.rank(u, 50).rows) for u in users])
     assert recall >= 0.95, recall
+
+
+def test_exact_top_k_with_many_ties_is_the_full_stable_sort() -> None:
+    """Scores with many equal values, at and around the k-th: the rows tied with the
+    k-th largest are cut by row, as a full stable sort cuts them."""
+    rng = np.random.default_rng(5)
+    emb = (np.round(rng.standard_normal((4000, 8)) * 2) / 2).astype(np.float32)
+    for q in (np.round(rng.standard_normal((30, 8)) * 2) / 2).astype(np.float32):
+        full = emb @ q
+        for k in (1, 7, 50, 120):
+            rows, logits = exact_top_k(emb, q, k)
+            expected = np.argsort(-full, kind="stable")[:k]
+            assert rows.tolist() == expected.tolist()
+            assert np.array_equal(logits, full[expected])

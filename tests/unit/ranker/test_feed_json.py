@@ -43,3 +43,28 @@ def test_bytes_equal_json_dumps_of_the_answer() -> None:
             fallback=answer["fallback"],
         )  # fmt: skip
         assert got == expected
+
+
+def test_percent_signs_and_short_feeds() -> None:
+    """The templates are %-formats: a % in a fixed part must come out as itself, and
+    feeds of one item and of none are encoded like the rest."""
+    categories = ["50%", "%r", "plain"]
+    ids = np.array([7, 8, 9])
+    encoder = FeedEncoder(ids, categories, np.array([0, 1, 2]), np.array([1.0, 2.5, 3.25]))
+    for rows in ([], [1], [2, 0, 1]):
+        scores = [0.1 * (r + 1) for r in rows]
+        items = [
+            {"item_id": int(ids[r]), "score": s, "category": categories[r],
+             "age_hours": [1.0, 2.5, 3.25][r]}
+            for r, s in zip(rows, scores, strict=True)
+        ]  # fmt: skip
+        expected = json.dumps(
+            {"user_id": 5, "items": items, "latency_ms": 1.5, "model_version": "v%d",
+             "variant": "%s", "fallback": True},
+            ensure_ascii=False, separators=(",", ":"),
+        ).encode()  # fmt: skip
+        got = encoder.encode(
+            user_id=5, rows=rows, scores=scores, latency_ms=1.5, model_version="v%d",
+            variant="%s", fallback=True,
+        )  # fmt: skip
+        assert got == expected
