@@ -499,7 +499,11 @@ def test_manual_promotion_waits_for_approval(
 ) -> None:
     kubelet = loop.start_kubelet(api_client)
     loop.start_operator()
-    loop.kube.apply(manifest("manual", model_dirs, promotion={"auto": False}))
+    # The wait for approval is long, and the simulator's 10,000 users are a finite
+    # population: a salt can split them 49/51, which a long enough hold tells from 50/50
+    # at the default srmPValue (0.001). This test is about approval, not SRM.
+    loop.kube.apply(manifest("manual", model_dirs, promotion={"auto": False},
+                             analysis={"srmPValue": 1e-9}))  # fmt: skip
     loop.running("manual", kubelet)
     obj = loop.wait(
         "manual", lambda o: concluded(o).get("reason") == "AwaitingApproval", "AwaitingApproval"

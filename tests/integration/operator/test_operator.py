@@ -118,6 +118,7 @@ def test_sample_creates_owned_children(kube: Any, operator: Any) -> None:
     )
     # The sample ramps the treatment through 10, 25 and 50 %: the run starts at 90/10.
     assert routing(kube) == {
+        "mode": "ab",
         "experiment": NAME,
         "salt": uid,
         "control": "control",
