@@ -184,14 +184,9 @@ def analyze(payload: Mapping[str, Any] | AnalysisInput) -> dict[str, Any]:
     decision, code, reason, winner = _decide(
         m, metric_names, comparisons, adjusted, holds, breaches, drifted
     )
-    if (
-        decision in ("Hold", "Continue")
-        and m.max_duration_seconds is not None
-        and m.elapsed_seconds is not None
-        and m.elapsed_seconds >= m.max_duration_seconds
-    ):
-        decision, code = "Inconclusive", "MaxDurationReached"
-        reason = f"max duration ({m.max_duration_seconds:g} s) reached; {reason}"
+    decision, code, reason = at_max_duration(
+        decision, code, reason, m.elapsed_seconds, m.max_duration_seconds
+    )
 
     return {
         "decision": decision,
@@ -439,6 +434,21 @@ def _guardrails(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Absolute limits, checked on every treatment. Returns (record, breaches)."""
     return absolute_guardrails(m.guardrails, m.variants, _treatments(m), holds)
+
+
+def at_max_duration(
+    decision: str, code: str, reason: str, elapsed: float | None, max_duration: float | None
+) -> tuple[str, str, str]:
+    """Inconclusive instead of Hold or Continue once the max duration is reached."""
+    if (
+        decision in ("Hold", "Continue")
+        and elapsed is not None
+        and max_duration is not None
+        and elapsed >= max_duration
+    ):
+        reason = f"max duration ({max_duration:g} s) reached; {reason}"
+        return "Inconclusive", "MaxDurationReached", reason
+    return decision, code, reason
 
 
 def absolute_guardrails(

@@ -50,7 +50,7 @@ from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import stats as sps
 
-from rankexp.analysis.decide import absolute_guardrails
+from rankexp.analysis.decide import absolute_guardrails, at_max_duration
 from rankexp.analysis.models import (
     Count,
     InputError,
@@ -211,14 +211,9 @@ def analyze_interleaving(payload: Mapping[str, Any] | InterleavingInput) -> dict
     significant = ok and p <= m.alpha
 
     decision, code, reason, winner = _decide(m, delta, p, significant, holds, breaches)
-    if (
-        decision in ("Hold", "Continue")
-        and m.max_duration_seconds is not None
-        and m.elapsed_seconds is not None
-        and m.elapsed_seconds >= m.max_duration_seconds
-    ):
-        decision, code = "Inconclusive", "MaxDurationReached"
-        reason = f"max duration ({m.max_duration_seconds:g} s) reached; {reason}"
+    decision, code, reason = at_max_duration(
+        decision, code, reason, m.elapsed_seconds, m.max_duration_seconds
+    )
 
     ci: list[float | None] = [_num(delta - half), _num(delta + half)] if ok else [None, None]
     users = _count(m.clicking_users)
