@@ -106,6 +106,10 @@ bench-loop: models envtest ## Closed loop, real intervals: time for the operator
 bench-interleaving: models ## Interleaving vs A/B in the ground-truth world: users to decide (v1 vs v2, near-identical v2 retrains), ratio, A/A false positives, direction agreement
 	$(PY) bench/bench_interleaving.py --models $(MODELS)
 
+.PHONY: bench-scale
+bench-scale: envtest ## The operator with 100, 300 and 1,000 Experiments (real API server and Prometheus, generated series): tick latency and lag p50/p99, RSS, CPU, API req/s, 429s (~25 min)
+	$(PY) bench/bench_scale.py
+
 .PHONY: bench-stats
 bench-stats: setup ## Simulation: A/A false positives (sequential vs peeking), power, SRM detection
 	$(PY) bench/bench_stats.py

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from rankexp import alertrules
+from rankexp import alertrules, kstatus
 from rankexp import conditions as cond
 from rankexp.alertrules import Active
 from rankexp.analysis import parse_duration
@@ -70,9 +70,19 @@ def _fmt(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def due(status: Mapping[str, Any], spec: AlertPolicySpec, now: datetime, scale: float) -> bool:
+def due(
+    status: Mapping[str, Any],
+    spec: AlertPolicySpec,
+    now: datetime,
+    scale: float,
+    generation: int | None = None,
+) -> bool:
+    """Whether to evaluate now: never evaluated, a spec not yet evaluated (status's
+    observedGeneration behind ``generation``), or the interval has passed."""
     last = status.get("lastEvaluation")
     if not last:
+        return True
+    if generation is not None and status.get("observedGeneration") != generation:
         return True
     since = datetime.fromisoformat(str(last).replace("Z", "+00:00"))
     return now - since >= timedelta(seconds=parse_duration(spec.interval) * scale)
@@ -186,8 +196,28 @@ def evaluate(
     sender: Sender,
     now: datetime | None = None,
 ) -> Evaluated:
-    """One evaluation (see the module docstring). The caller checks :func:`due`."""
+    """One evaluation (see the module docstring). The caller checks :func:`due`. The
+    status carries kstatus's Reconciling and Stalled, derived from the rest."""
     now = now or datetime.now(UTC)
+    out = _evaluate(body, store=store, reader=reader, sender=sender, now=now)
+    out.status = kstatus.complete(
+        body.get("status"),
+        out.status,
+        body["metadata"].get("generation"),
+        _fmt(now),
+        kstatus.alertpolicy_conditions,
+    )
+    return out
+
+
+def _evaluate(
+    body: Mapping[str, Any],
+    *,
+    store: AlertStore,
+    reader: Callable[[], AlertReader],
+    sender: Sender,
+    now: datetime,
+) -> Evaluated:
     stamp = _fmt(now)
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]

@@ -377,7 +377,9 @@ PHASES: tuple[str, ...] = get_args(Phase)
 
 
 class Condition(_Model):
-    type: str = Field(max_length=63, description="Ready, Progressing, Degraded, Concluded.")
+    type: str = Field(
+        max_length=63, description="Ready, Reconciling, Stalled, Progressing, Degraded, Concluded."
+    )
     status: Literal["True", "False", "Unknown"]
     reason: str = Field(max_length=128, description="One CamelCase word.")
     message: str = Field(default="", max_length=4096)

@@ -16,7 +16,10 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 CONCLUDED = "Concluded"
-CONDITION_ORDER = (READY, PROGRESSING, DEGRADED, CONCLUDED)
+#: kstatus's abnormal-true conditions (derived in :mod:`rankexp.kstatus`)
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+CONDITION_ORDER = (READY, RECONCILING, STALLED, PROGRESSING, DEGRADED, CONCLUDED)
 
 Status = Literal["True", "False", "Unknown"]
 _CAMEL_CASE = re.compile(r"^[A-Z][A-Za-z0-9]*$")

@@ -18,15 +18,17 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import kopf
 
-from rankexp import alertloop, loop, reconcile, rollout
+from rankexp import __version__, alertloop, childcache, loop, reconcile, rollout
 from rankexp import conditions as cond
 from rankexp.api import GROUP, VERSION
+from rankexp.resources import LABEL_MANAGED_BY, MANAGER
 
 EXPERIMENTS = (GROUP, VERSION, "experiments")
 ALERTPOLICIES = (GROUP, VERSION, "alertpolicies")
@@ -38,20 +40,28 @@ RETRY_DELAY = 10.0
 REJECTED = (400, 422)
 PROMETHEUS_URL_ENV = "RANKEXP_PROMETHEUS_URL"
 INTERVAL_SCALE_ENV = "RANKEXP_INTERVAL_SCALE"
+#: This replica's identity (``python -m rankexp`` sets it): the Lease holder's name
+IDENTITY_ENV = "RANKEXP_IDENTITY"
 
 log = logging.getLogger("rankexp.handlers")
 
 
-def new_api_client() -> Any:
-    """A kubernetes ApiClient: in-cluster service account, else KUBECONFIG / ~/.kube/config."""
-    from kubernetes import client, config
+def user_agent() -> str:
+    """``rankexp-operator/<version> (<identity>)``: the API server's audit log names the
+    replica behind every request."""
+    return f"rankexp-operator/{__version__} ({os.environ.get(IDENTITY_ENV) or 'unnamed'})"
 
-    try:
-        configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        return client.ApiClient(configuration)
-    except config.ConfigException:
-        return config.new_client_from_config()  # type: ignore[no-untyped-call]
+
+def new_api_client() -> Any:
+    """The operator's kubernetes ApiClient (in-cluster service account, else KUBECONFIG):
+    every write checks the leader fence first, and every request is counted."""
+    from rankexp import leader, telemetry
+
+    return leader.fenced_api_client(
+        leader.process_fence(),
+        user_agent=user_agent(),
+        on_response=telemetry.process_metrics().counter_for("rankexp"),
+    )
 
 
 class Locks:
@@ -93,13 +103,46 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = logging.INFO
     settings.posting.loggers = False
     memo.store = reconcile.KubeChildStore(new_api_client())
+    memo.children = childcache.ChildCache(memo.store)
     memo.locks = Locks()
     memo.loop = loop_settings()
+    from rankexp.leader import process_fence
     from rankexp.notify import Sender
 
-    memo.sender = Sender()
+    # a replica that lost the Lease sends no notification either
+    memo.sender = Sender(may_send=process_fence().ok)
     if memo.loop.prometheus_url is None:
         log.warning("no --prometheus-url: every analysis holds with PrometheusUnavailable")
+
+
+@kopf.on.login()
+async def login(settings: kopf.OperatorSettings, logger: Any, **kwargs: Any) -> Any:
+    """kopf's own session, as kopf builds it from the kubernetes client's configuration,
+    plus the leader fence on every write and this replica's User-Agent."""
+    import aiohttp
+
+    from rankexp import leader, telemetry
+
+    info = kopf.login_via_client(settings=settings, logger=logger, **kwargs)
+    if info is None:
+        return None
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ssl=info.as_ssl_context()),
+        headers={**info.as_http_headers(), "User-Agent": user_agent()},
+        trust_env=info.trust_env,
+        middlewares=(
+            leader.aiohttp_fence(
+                leader.process_fence(), telemetry.process_metrics().counter_for("kopf")
+            ),
+        ),
+    )
+    return kopf.AiohttpSession(
+        server=info.server,
+        default_namespace=info.default_namespace,
+        priority=info.priority,
+        expiration=info.expiration,
+        aiohttp_session=session,
+    )
 
 
 def _post(body: Any, events: list[reconcile.Event]) -> None:
@@ -135,6 +178,32 @@ def _api_error(exc: Any) -> str:
     return f"{exc.status} {exc.reason}: {detail or exc}"
 
 
+# The children, kept in memory by one watch per kind (rankexp.childcache): the handlers
+# and timers read them from here instead of listing them on every tick.
+CHILDREN = {LABEL_MANAGED_BY: MANAGER}
+
+
+@kopf.index("apps", "v1", "deployments", labels=CHILDREN)
+def rankexp_deployments(body: kopf.Body, **_: Any) -> Any:
+    return childcache.entry(body)
+
+
+@kopf.index("", "v1", "services", labels=CHILDREN)
+def rankexp_services(body: kopf.Body, **_: Any) -> Any:
+    return childcache.entry(body)
+
+
+@kopf.index("", "v1", "configmaps", labels=CHILDREN)
+def rankexp_configmaps(body: kopf.Body, **_: Any) -> Any:
+    return childcache.entry(body)
+
+
+def _children(memo: kopf.Memo, kwargs: dict[str, Any]) -> childcache.CachedChildStore:
+    """The store of one handler call: children from the indexes kopf passed it."""
+    view: childcache.CachedChildStore = memo.children.view(kwargs)
+    return view
+
+
 @kopf.on.resume(*EXPERIMENTS)
 @kopf.on.create(*EXPERIMENTS)
 @kopf.on.update(*EXPERIMENTS)
@@ -142,18 +211,20 @@ def reconcile_experiment(
     body: kopf.Body,
     memo: kopf.Memo,
     retry: int,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     from kubernetes.client.exceptions import ApiException
 
+    from rankexp.telemetry import process_metrics
+
     meta = body["metadata"]
-    with memo.locks.hold(meta.get("uid", "")):
+    with memo.locks.hold(meta.get("uid", "")), process_metrics().reconcile.time():
         try:
             fresh = memo.store.get_experiment(meta["namespace"], meta["name"])
             if fresh is None:
                 return  # deleted meanwhile
             try:
-                outcome = reconcile.reconcile(memo.store, fresh)
+                outcome = reconcile.reconcile(_children(memo, kwargs), fresh)
             except ApiException as exc:
                 if exc.status in REJECTED:
                     # The API server refused a rendered child: the spec holds something it
@@ -177,11 +248,12 @@ def reconcile_experiment(
 
 
 @kopf.timer(*EXPERIMENTS, interval=READINESS_INTERVAL, initial_delay=READINESS_INTERVAL)
-def experiment_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def experiment_tick(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """Readiness every tick; the analysis loop when its interval is due."""
     from kubernetes.client.exceptions import ApiException
 
     from rankexp.metrics import ExperimentMetrics
+    from rankexp.telemetry import process_metrics
 
     settings: loop.Settings = memo.loop
     url = settings.prometheus_url or ""
@@ -189,13 +261,15 @@ def experiment_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     def reader() -> loop.MetricsReader:
         return ExperimentMetrics(url, timeout=settings.timeout, retries=0)
 
+    metrics = process_metrics()
     meta = body["metadata"]
+    started = time.perf_counter()
     with memo.locks.hold(meta.get("uid", "")):
         try:
             fresh = memo.store.get_experiment(meta["namespace"], meta["name"])
             if fresh is None:
                 return
-            outcome = loop.tick(memo.store, fresh, settings=settings, reader=reader)
+            outcome = loop.tick(_children(memo, kwargs), fresh, settings=settings, reader=reader)
             _announce(memo.store, fresh, outcome.action)
             if outcome.status:
                 memo.store.patch_status(meta["namespace"], meta["name"], outcome.status)
@@ -204,6 +278,10 @@ def experiment_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             # routing ConfigMap's record then.
             log.warning("tick of %s/%s failed: %s", meta["namespace"], meta["name"], exc)
             return
+    analyzed = "true" if outcome.analyzed else "false"
+    metrics.tick.labels(analyzed=analyzed).observe(time.perf_counter() - started)
+    if outcome.lag is not None:
+        metrics.lag.observe(max(outcome.lag, 0.0))
     _post(body, outcome.events)
 
 
@@ -229,7 +307,8 @@ def alertpolicy_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             now = datetime.now(UTC)
             try:
                 spec = AlertPolicySpec.model_validate(fresh.get("spec") or {})
-                if not alertloop.due(status, spec, now, settings.interval_scale):
+                generation = fresh["metadata"].get("generation")
+                if not alertloop.due(status, spec, now, settings.interval_scale, generation):
                     return
             except ValidationError:
                 if status.get("observedGeneration") == fresh["metadata"].get("generation"):

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from rankexp import conditions as cond
-from rankexp import evidence, rollout
+from rankexp import evidence, kstatus, rollout
 from rankexp import reconcile as rec
 from rankexp import resources as res
 from rankexp.analysis import InputError, analyze, parse_duration
@@ -115,6 +115,8 @@ class TickOutcome:
     #: An action applied or finished now: announce it with its fixed-name Event.
     action: ActionRecord | None = None
     analyzed: bool = False
+    #: seconds the analysis ran after it was due (when it ran)
+    lag: float | None = None
 
 
 def _fmt(t: datetime) -> str:
@@ -133,8 +135,29 @@ def tick(
     reader: Callable[[], MetricsReader],
     now: datetime | None = None,
 ) -> TickOutcome:
-    """One pass of the loop for one Experiment (see the module docstring)."""
+    """One pass of the loop for one Experiment (see the module docstring); the status it
+    returns carries kstatus's Reconciling and Stalled, derived from the rest."""
     now = now or datetime.now(UTC)
+    outcome = _tick(store, body, settings=settings, reader=reader, now=now)
+    if outcome.status:
+        outcome.status = kstatus.complete(
+            body.get("status"),
+            outcome.status,
+            body["metadata"].get("generation"),
+            _fmt(now),
+            kstatus.experiment_conditions,
+        )
+    return outcome
+
+
+def _tick(
+    store: rec.ChildStore,
+    body: Mapping[str, Any],
+    *,
+    settings: Settings,
+    reader: Callable[[], MetricsReader],
+    now: datetime,
+) -> TickOutcome:
     stamp = _fmt(now)
     status: dict[str, Any] = dict(body.get("status") or {})
     generation = body["metadata"].get("generation")
@@ -152,7 +175,7 @@ def tick(
     if record is None:
         return TickOutcome()
     if lagging and not spec.paused:
-        return _apply(store, body, spec, record, status, stamp, existing)
+        return _apply(store, body, spec, record, status, stamp, existing, decided=False)
 
     readiness = _readiness(experiment, spec, record, status, existing, stamp, generation)
     settled = _settled_history(experiment, status, existing, stamp)
@@ -187,6 +210,7 @@ def tick(
     max_duration = timedelta(seconds=parse_duration(analysis.max_duration))
     decision = _analyze(spec, analysis, experiment, merged, started, now, settings, reader)
     outcome.analyzed = True
+    outcome.lag = (now - max(since, started) - interval).total_seconds()
     concluded_before = cond.find(status.get("conditions"), cond.CONCLUDED) or {}
 
     if decision.error is not None and elapsed < max_duration:
@@ -290,6 +314,7 @@ def _merge(first: TickOutcome, second: TickOutcome) -> TickOutcome:
         events=[*first.events, *second.events],
         action=second.action or first.action,
         analyzed=first.analyzed or second.analyzed,
+        lag=first.lag if first.lag is not None else second.lag,
     )
 
 
@@ -380,9 +405,20 @@ def _apply(
     status: Mapping[str, Any],
     now: str,
     existing: Mapping[tuple[str, str], dict[str, Any]],
+    *,
+    decided: bool = True,
 ) -> TickOutcome:
     """Apply an action: children first (the ConfigMap carries the record), then the
-    status fields derived from it; the caller posts the Event and patches status."""
+    status fields derived from it; the caller posts the Event and patches status.
+
+    A new decision (``decided``) is first checked against the routing ConfigMap as the
+    API server has it: when it already holds a record of this sequence number or later
+    (written before a crash, not yet seen through the cache), nothing is applied and the
+    next tick finishes that record instead of deciding twice."""
+    if decided:
+        written, _ = rec.fresh_action(store, res.ExperimentRef.from_body(body), {})
+        if written is not None and written.seq >= record.seq:
+            return TickOutcome()
     applied = rec.apply_children(store, body, spec, record, existing)
     if applied.conflicts:
         return TickOutcome()  # the reconciler reports NameConflict; act once it is solved

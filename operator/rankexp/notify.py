@@ -212,7 +212,9 @@ class Sender:
         timeout: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
         session: requests.Session | None = None,
+        may_send: Callable[[], bool] = lambda: True,
     ) -> None:
+        self.may_send = may_send
         self.attempts = attempts
         self.backoff = backoff
         self.timeout = timeout
@@ -243,6 +245,8 @@ class Sender:
     ) -> Delivery:
         error = "not attempted"
         for attempt in range(1, self.attempts + 1):
+            if not self.may_send():
+                return Delivery(False, attempt - 1, "not sent: this replica lost the leader Lease")
             try:
                 resp = self.session.post(url, data=body, headers=dict(headers),
                                          timeout=self.timeout)  # fmt: skip

@@ -22,8 +22,8 @@ import kopf
 from pydantic import ValidationError
 
 from rankexp import conditions as cond
+from rankexp import kstatus, rollout
 from rankexp import resources as res
-from rankexp import rollout
 from rankexp.api import GROUP, VERSION, ExperimentSpec
 from rankexp.rollout import ActionRecord
 
@@ -42,6 +42,8 @@ class ChildStore(Protocol):
 
     def delete(self, kind: str, namespace: str, name: str) -> None: ...
 
+    def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+
 
 class KubeChildStore:
     """ChildStore on the official kubernetes client; applies with server-side apply, so an
@@ -55,13 +57,14 @@ class KubeChildStore:
         self._core = client.CoreV1Api(api_client)
         self._apps = client.AppsV1Api(api_client)
 
-    def _ops(self, kind: str) -> tuple[Any, Any, Any]:
+    def _ops(self, kind: str) -> tuple[Any, Any, Any, Any]:
         if kind == "Deployment":
             a = self._apps
             return (
                 a.list_namespaced_deployment,
                 a.patch_namespaced_deployment,
                 a.delete_namespaced_deployment,
+                a.read_namespaced_deployment,
             )
         if kind == "Service":
             c = self._core
@@ -69,6 +72,7 @@ class KubeChildStore:
                 c.list_namespaced_service,
                 c.patch_namespaced_service,
                 c.delete_namespaced_service,
+                c.read_namespaced_service,
             )
         if kind == "ConfigMap":
             c = self._core
@@ -76,6 +80,7 @@ class KubeChildStore:
                 c.list_namespaced_config_map,
                 c.patch_namespaced_config_map,
                 c.delete_namespaced_config_map,
+                c.read_namespaced_config_map,
             )
         raise ValueError(f"unsupported child kind {kind}")
 
@@ -86,13 +91,13 @@ class KubeChildStore:
         return data
 
     def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
-        list_fn, _, _ = self._ops(kind)
+        list_fn, _, _, _ = self._ops(kind)
         api_version = "apps/v1" if kind == "Deployment" else "v1"
         items = list_fn(namespace, label_selector=selector).items
         return [self._to_dict(item, kind, api_version) for item in items]
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        _, patch_fn, _ = self._ops(obj["kind"])
+        _, patch_fn, _, _ = self._ops(obj["kind"])
         meta = obj["metadata"]
         result = patch_fn(
             meta["name"],
@@ -107,12 +112,25 @@ class KubeChildStore:
     def delete(self, kind: str, namespace: str, name: str) -> None:
         from kubernetes.client.exceptions import ApiException
 
-        _, _, delete_fn = self._ops(kind)
+        _, _, delete_fn, _ = self._ops(kind)
         try:
             delete_fn(name, namespace, propagation_policy="Background")
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One child as the API server has it now (None when there is none)."""
+        from kubernetes.client.exceptions import ApiException
+
+        _, _, _, read_fn = self._ops(kind)
+        try:
+            obj = read_fn(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self._to_dict(obj, kind, "apps/v1" if kind == "Deployment" else "v1")
 
     # --- rankexp's own objects (status only: the operator never writes spec) -----------
 
@@ -403,7 +421,21 @@ def failed(body: Mapping[str, Any], reason: str, message: str) -> Outcome:
     """The Outcome for a spec the operator cannot serve, found outside :func:`reconcile`
     (e.g. the API server rejected a rendered child)."""
     status = dict(body.get("status") or {})
-    return _failed(status, reason, message, body["metadata"].get("generation"), cond.utcnow())
+    now = cond.utcnow()
+    return _with_kstatus(body, _failed(status, reason, message, _generation(body), now), now)
+
+
+def _generation(body: Mapping[str, Any]) -> int | None:
+    generation: int | None = body["metadata"].get("generation")
+    return generation
+
+
+def _with_kstatus(body: Mapping[str, Any], outcome: Outcome, now: str) -> Outcome:
+    """The outcome's status with kstatus's Reconciling and Stalled derived from it."""
+    outcome.status = kstatus.complete(
+        body.get("status"), outcome.status, _generation(body), now, kstatus.experiment_conditions
+    )
+    return outcome
 
 
 def current_action(
@@ -417,6 +449,17 @@ def current_action(
     record = rollout.latest(in_status, in_configmap)
     lagging = record is not None and (in_status is None or record.seq > in_status.seq)
     return record, lagging
+
+
+def fresh_action(
+    store: ChildStore, experiment: res.ExperimentRef, status: Mapping[str, Any]
+) -> tuple[ActionRecord | None, bool]:
+    """:func:`current_action` with the routing ConfigMap read from the API server, not
+    from a cache: before a new action is decided, a write-ahead record that a watch has
+    not delivered yet must be finished instead."""
+    found = store.read("ConfigMap", experiment.namespace, res.routing_configmap_name(
+        experiment.name))  # fmt: skip
+    return current_action(status, found if found and owned_by(found, experiment.uid) else None)
 
 
 def list_children(
@@ -534,8 +577,13 @@ def reconcile(
     *,
     now: str | None = None,
 ) -> Outcome:
-    """Bring the children of one Experiment in line with its spec; return the new status."""
+    """Bring the children of one Experiment in line with its spec; return the new status
+    (with the kstatus conditions GitOps tools read)."""
     now = now or cond.utcnow()
+    return _with_kstatus(body, _reconcile(store, body, now), now)
+
+
+def _reconcile(store: ChildStore, body: Mapping[str, Any], now: str) -> Outcome:
     experiment = res.ExperimentRef.from_body(body)
     generation = body["metadata"].get("generation")
     old_status: dict[str, Any] = dict(body.get("status") or {})
@@ -577,6 +625,9 @@ def reconcile(
 
     existing = list_children(store, experiment)
     record, lagging = current_action(old_status, routing_configmap(experiment, existing))
+    if record is None or record.design != rollout.design_hash(spec):
+        # about to start a run: the API server's routing record decides, not a cache
+        record, lagging = fresh_action(store, experiment, old_status)
     announce = lagging
     if record is None or record.design != rollout.design_hash(spec):
         record = rollout.start(record, spec, now=now, generation=generation)

@@ -94,14 +94,38 @@ def test_defaults_and_options(helm: Path) -> None:
         ("ClusterRoleBinding", "rankexp-operator"),
         ("ConfigMap", "rankexp-dashboard"),
         ("Deployment", "rankexp-operator"),
+        ("Role", "rankexp-operator-leader"),
+        ("RoleBinding", "rankexp-operator-leader"),
         ("ServiceAccount", "rankexp-operator"),
     ]
     docs = {(d["kind"], d["metadata"]["name"]): d for d in render(helm, *ALL_ON)}
     operator = docs[("Deployment", "rankexp-operator")]["spec"]
-    assert operator["replicas"] == 1 and operator["strategy"]["type"] == "Recreate"
+    # two replicas, one Lease: a rolling update hands the Lease over
+    assert operator["replicas"] == 2 and operator["strategy"]["type"] == "RollingUpdate"
     (container,) = operator["template"]["spec"]["containers"]
     assert "--prometheus-url=http://rankexp-prometheus.rankexp-system.svc:9090" in container["args"]
+    assert {"--leader-elect", "--serve=0.0.0.0:8080"} <= set(container["args"])
+    assert {e["name"] for e in container["env"]} >= {"POD_NAME", "POD_NAMESPACE"}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    anti = operator["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"][
+        "topologyKey"] == "kubernetes.io/hostname"  # fmt: skip
+    single = {
+        (d["kind"], d["metadata"]["name"]): d
+        for d in render(
+            helm, "--set", "operator.replicas=1", "--set", "operator.leaderElection.enabled=false"
+        )
+    }
+    operator = single[("Deployment", "rankexp-operator")]["spec"]
+    assert operator["replicas"] == 1 and operator["strategy"]["type"] == "Recreate"
+    assert "--leader-elect" not in operator["template"]["spec"]["containers"][0]["args"]
+    assert ("Role", "rankexp-operator-leader") not in single
+    refused = run(helm, "template", "rankexp", str(CHART), "--kube-version", KUBE_VERSION,
+                  "--set", "operator.leaderElection.enabled=false", check=False)  # fmt: skip
+    assert refused.returncode != 0 and "needs operator.leaderElection.enabled" in refused.stderr
+    refused = run(helm, "template", "rankexp", str(CHART), "--kube-version", KUBE_VERSION,
+                  "--set", "operator.leaderElection.renewDeadline=20", check=False)  # fmt: skip
+    assert refused.returncode != 0 and "leaseDuration > renewDeadline" in refused.stderr
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
     assert operator["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
@@ -118,7 +142,8 @@ def test_defaults_and_options(helm: Path) -> None:
                                            "model_drift"]  # fmt: skip
     role = render(helm, "--set", "operator.watchNamespace=team-a")
     scoped = {(d["kind"], d["metadata"].get("namespace")) for d in role if "Role" in d["kind"]}
-    assert scoped == {("Role", "team-a"), ("RoleBinding", "team-a")}
+    assert scoped == {("Role", "team-a"), ("RoleBinding", "team-a"), ("Role", "rankexp-system"),
+                      ("RoleBinding", "rankexp-system")}  # fmt: skip
 
 
 def test_the_rbac_grants_only_what_the_operator_uses(helm: Path) -> None:
@@ -132,6 +157,10 @@ def test_the_rbac_grants_only_what_the_operator_uses(helm: Path) -> None:
     }
     assert not any(verb in ("*", "update", "deletecollection") for _, _, verb in granted)
     assert not any(resource in ("pods", "*") for _, resource, _ in granted)
+    leader = next(d for d in render(helm) if d["kind"] == "Role")
+    assert leader["metadata"]["namespace"] == "rankexp-system"
+    assert leader["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                                "verbs": ["get", "create", "update"]}]  # fmt: skip
     # receivers' Secrets are read by name only
     assert {verb for _, resource, verb in granted if resource == "secrets"} == {"get"}
     assert ("rankexp.io", "experiments/status", "patch") in granted

@@ -10,9 +10,10 @@ then does everything it does for a user:
   * an AlertPolicy fires and notifies a signed webhook whose URL and HMAC key come from a
     Secret, then is deleted.
 Every request of the ServiceAccount in the audit log is a (group, resource, verb); the
-test asserts none was refused (403) and that every verb the ClusterRole grants was used
-(nothing unused is granted). A server-side apply that creates its object answers 201
-and needs `create` as well as `patch`, so a 201 to a patch counts as both.
+test asserts none was refused (403) and that every verb the ClusterRole and the leader
+Role grant was used (nothing unused is granted). A server-side apply that creates its
+object answers 201 and needs `create` as well as `patch`, so a 201 to a patch counts as
+both.
 
 The secret values (URL, its path, HMAC key) must appear nowhere: the objects' status,
 the Events of the namespace, the operator's log, `rankexp status` output.
@@ -118,8 +119,10 @@ def operator_args(helm: Path, prometheus_url: str, liveness_port: int) -> list[s
                      if d["kind"] == "Deployment"]  # fmt: skip
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     kept = [a for a in args if not a.startswith(("--prometheus-url", "--liveness",
-                                                 "--interval-scale"))]  # fmt: skip
+                                                 "--interval-scale", "--serve"))]  # fmt: skip
+    (serve,) = free_ports(1)
     return [*kept, f"--prometheus-url={prometheus_url}", "--interval-scale=0.05",
+            f"--serve=127.0.0.1:{serve}",
             f"--liveness=http://127.0.0.1:{liveness_port}/healthz"]  # fmt: skip
 
 
@@ -219,7 +222,7 @@ def test_the_operator_uses_every_verb_it_is_granted_and_leaks_no_secret(
     cluster.kubectl("create", "namespace", TEAM)
     rbac = render(helm, "templates/rbac.yaml", "templates/serviceaccount.yaml")
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
-    (role,) = [d for d in rbac if d["kind"] == "ClusterRole"]
+    rules = [r for d in rbac if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
 
     receiver = Receiver()
     secret_url = receiver.url + HOOK_PATH
@@ -231,7 +234,9 @@ def test_the_operator_uses_every_verb_it_is_granted_and_leaks_no_secret(
     (liveness,) = free_ports(1)
     log = tmp_path / "operator.log"
     env = {**os.environ, "KUBECONFIG": str(service_account_kubeconfig(cluster, tmp_path / "sa")),
-           "RANKEXP_READINESS_INTERVAL": "1", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+           "RANKEXP_READINESS_INTERVAL": "1", "PYTHONUNBUFFERED": "1",
+           # the downward API's values in the chart: the Lease's holder and namespace
+           "POD_NAME": "rankexp-operator-0", "POD_NAMESPACE": SYSTEM}  # fmt: skip
     with log.open("ab") as out:
         operator = subprocess.Popen(
             [sys.executable, "-m", "rankexp", *operator_args(helm, prometheus.url, liveness)],
@@ -291,5 +296,5 @@ def test_the_operator_uses_every_verb_it_is_granted_and_leaks_no_secret(
     time.sleep(1)  # the audit backend flushes in batches
     seen, refused = used(audit_log)
     assert refused == [], f"the Role lacks: {refused}"
-    unused = granted(role["rules"]) - seen
+    unused = granted(rules) - seen
     assert unused == set(), f"granted but never used: {sorted(unused)}"

@@ -231,6 +231,25 @@ def operator(kube: Kube, tmp_path: Path) -> Iterator[OperatorProcess]:
     process.stop()
 
 
+@pytest.fixture
+def operators(kube: Kube, tmp_path: Path) -> Iterator[Callable[[str], OperatorProcess]]:
+    """Operator processes for this test's namespace, one per name (not started); every
+    one is stopped after the test, a stopped (SIGSTOP) one is continued first."""
+    made: list[OperatorProcess] = []
+
+    def make(name: str) -> OperatorProcess:
+        log = tmp_path / f"operator-{name}.log"
+        process = OperatorProcess(kube.cluster.kubeconfig, kube.namespace, log)
+        made.append(process)
+        return process
+
+    yield make
+    for process in made:
+        if process.proc is not None and process.alive():
+            process.proc.send_signal(signal.SIGCONT)
+        process.stop()
+
+
 @contextlib.contextmanager
 def unreachable_webhook(
     kube: Kube, group: str, resource: str, probe: Callable[[], bool] | None = None

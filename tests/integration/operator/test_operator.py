@@ -352,6 +352,11 @@ def test_unsupported_model_uri_degrades_only_that_experiment(kube: Any, operator
     assert condition(exp, "Degraded")["reason"] == "UnsupportedModelURI"
     assert "s3://models/v2" in condition(exp, "Degraded")["message"]
     assert exp["status"]["phase"] == "Failed"
+    # kstatus: Failed (Stalled), with the same reason; `kubectl wait` sees it
+    assert condition(exp, "Stalled")["status"] == "True"
+    assert condition(exp, "Stalled")["reason"] == "UnsupportedModelURI"
+    assert condition(exp, "Reconciling")["status"] == "False"
+    kube.kubectl("wait", "--for=condition=Stalled", "experiment/bad-uri", "--timeout=10s")
     assert kube.names("deployments", selector("bad-uri")) == []
     (event,) = kube.wait_for(lambda: kube.events("bad-uri", "UnsupportedModelURI"), "warning")
     assert event["type"] == "Warning"
@@ -378,6 +383,8 @@ def test_unsupported_model_uri_degrades_only_that_experiment(kube: Any, operator
     )
     fixed = wait_for_reconcile(kube, operator, "bad-uri")
     assert condition(fixed, "Degraded")["status"] == "False"
+    assert condition(fixed, "Stalled")["status"] == "False"
+    assert condition(fixed, "Reconciling")["status"] == "True"  # waiting for its replicas
     assert len(kube.names("deployments", selector("bad-uri"))) == 3
 
 
