@@ -61,11 +61,11 @@ demo-feed: models ## Without Kubernetes: serve v2, rank a feed for user 1 and pr
 
 ##@ Test
 .PHONY: test
-test: setup models ## Unit and integration tests (real servers on 127.0.0.1); CI runs this, then make e2e
+test: setup models gitops-health ## Unit and integration tests (real servers on 127.0.0.1); CI runs this, then make e2e
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 .PHONY: e2e
-e2e: models envtest ## kind e2e: images, node image, helm install, v1 vs v2 Promoted, a slow treatment RolledBack (needs a Docker engine; installs one on Debian as root)
+e2e: models envtest gitops-health ## kind e2e: images, node image, helm install, v1 vs v2 Promoted, a slow treatment RolledBack (needs a Docker engine; installs one on Debian as root)
 	@# The long builds run here, outside pytest's timeouts; where no Docker engine can be
 	@# had, the e2e tests skip and say why.
 	if bash tools/docker/ensure-docker.sh; then \
@@ -113,6 +113,15 @@ bench-scale: envtest ## The operator with 100, 300 and 1,000 Experiments (real A
 .PHONY: bench-stats
 bench-stats: setup ## Simulation: A/A false positives (sequential vs peeking), power, SRM detection
 	$(PY) bench/bench_stats.py
+
+##@ GitOps (Argo CD and Flux health checks in gitops/)
+.PHONY: gitops
+gitops: setup ## Render gitops/argocd/argocd-cm.yaml and gitops/flux/kustomization.yaml from the tested health checks
+	$(PY) gitops/render.py
+
+.PHONY: gitops-health
+gitops-health: ## Build tools/gitops-health: Argo CD's Lua engine and Flux's CEL status reader from the Go module proxy (cached; ~5 min cold)
+	bash tools/gitops-health.sh >/dev/null
 
 ##@ Kubernetes (real control plane for tests)
 .PHONY: envtest

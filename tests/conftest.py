@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,3 +108,54 @@ def start_router(tmp_path: Path) -> Iterator[StartRouter]:
     yield start
     for proc in reversed(started):
         proc.stop()
+
+
+class GitopsHealth:
+    """tools/gitops-health: Argo CD's Lua engine and Flux's CEL status reader (Go packages
+    from the module proxy), on the customizations in gitops/."""
+
+    ARGOCD = REPO / "gitops" / "argocd" / "resource_customizations"
+    FLUX_EXPRS = REPO / "gitops" / "flux" / "health-check-exprs.yaml"
+
+    def __init__(self, binary: Path) -> None:
+        self.binary = binary
+
+    def run(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.binary), *args], input=input, capture_output=True,
+                              text=True, timeout=120, check=False)  # fmt: skip
+
+    def kind_dir(self, obj: dict[str, Any]) -> Path:
+        group = obj["apiVersion"].split("/")[0]
+        return self.ARGOCD / group / obj["kind"]
+
+    def argocd_health(self, obj: dict[str, Any]) -> dict[str, str]:
+        """Argo CD's health of one object, as its controller computes it (libs as an
+        argocd-cm entry without useOpenLibs gets them)."""
+        out = self.run("argocd-health", "-libs", "cm", str(self.kind_dir(obj)), "-",
+                       input=json.dumps(obj))  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        health: dict[str, str] = json.loads(out.stdout)
+        return health
+
+    def flux_status(self, obj: dict[str, Any]) -> str:
+        out = self.run("flux-status", str(self.FLUX_EXPRS), "-", input=json.dumps(obj))
+        assert out.returncode in (0, 3), out.stderr  # 3: an expression erred (Unknown)
+        status: str = json.loads(out.stdout)["status"]
+        return status
+
+    def argocd_action(self, obj: dict[str, Any], action: str) -> dict[str, Any]:
+        out = self.run("argocd-action", "-libs", "cm", "-o", "json", str(self.kind_dir(obj)),
+                       action, "-", input=json.dumps(obj))  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        result: dict[str, Any] = json.loads(out.stdout)
+        return result
+
+
+@pytest.fixture(scope="session")
+def gitops_health() -> GitopsHealth:
+    """The tool, built by `bash tools/gitops-health.sh` (make test builds it first, outside
+    any test's timeout; here it is found in the cache in a fraction of a second)."""
+    built = subprocess.run(["bash", str(REPO / "tools" / "gitops-health.sh")],
+                           capture_output=True, text=True, timeout=1800, check=False)  # fmt: skip
+    assert built.returncode == 0, f"building tools/gitops-health failed:\n{built.stderr[-3000:]}"
+    return GitopsHealth(Path(built.stdout.strip().splitlines()[-1]))

@@ -9,6 +9,7 @@ name. Skipped, with the reason, only where no Docker engine can be had at all.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,28 @@ import pytest
 import yaml
 
 from rankexp.local.kind import DockerUnavailable, KindCluster, Prepared, ensure_docker, prepare
+
+#: `RANKEXP_CAPTURE_TESTDATA=1 make e2e` writes the captured objects into gitops/'s
+#: testdata (the Argo CD and Flux health tests' inputs); by default they go to a temp dir.
+CAPTURE_ENV = "RANKEXP_CAPTURE_TESTDATA"
+#: What Argo CD's health and Flux's healthCheckExprs must say of each captured object.
+EXPECTED = {
+    ("Experiment", "new"): ("Progressing", "Unknown"),
+    ("Experiment", "pending"): ("Progressing", "InProgress"),
+    ("Experiment", "running"): ("Progressing", "InProgress"),
+    ("Experiment", "paused"): ("Suspended", "InProgress"),
+    ("Experiment", "awaiting-approval"): ("Suspended", "InProgress"),
+    ("Experiment", "promoted"): ("Healthy", "Current"),
+    ("Experiment", "inconclusive"): ("Healthy", "Current"),
+    ("Experiment", "rolledback"): ("Degraded", "Failed"),
+    ("Experiment", "failed"): ("Degraded", "Failed"),
+    # setting deletionTimestamp bumps metadata.generation: Flux sees an unobserved one
+    ("Experiment", "deleting"): ("Progressing", "InProgress"),
+    ("AlertPolicy", "new"): ("Progressing", "Unknown"),
+    ("AlertPolicy", "evaluated"): ("Healthy", "Current"),
+    ("AlertPolicy", "pending-alert"): ("Healthy", "Current"),
+    ("AlertPolicy", "degraded"): ("Degraded", "Failed"),
+}
 
 # a cold build of the node image and the images happens in `make e2e`'s prerequisites;
 # this timeout covers a cluster, the chart and two experiments
@@ -69,10 +92,17 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float, cluster: Kin
 
 
 def experiment(
-    name: str, prepared: Prepared, treatment_env: list[dict[str, str]]
+    name: str,
+    prepared: Prepared,
+    treatment_env: list[dict[str, str]],
+    *,
+    auto_promote: bool = True,
+    treatment_model: str = "file:///models/v2",
+    max_duration: str = "30m",
+    **spec: Any,
 ) -> dict[str, Any]:
     image = prepared.image("rankexp-ranker-demo")
-    return {
+    body = {
         "apiVersion": "rankexp.io/v1alpha1",
         "kind": "Experiment",
         "metadata": {"name": name, "namespace": NS},
@@ -82,7 +112,7 @@ def experiment(
                 {"name": "control", "model": {"uri": "file:///models/v1"}, "weight": 50},
                 {
                     "name": "treatment",
-                    "model": {"uri": "file:///models/v2"},
+                    "model": {"uri": treatment_model},
                     "weight": 50,
                     "env": treatment_env,
                 },
@@ -91,17 +121,19 @@ def experiment(
             "analysis": {
                 "interval": "1m",
                 "minSamplesPerVariant": 300,
-                "maxDuration": "30m",
+                "maxDuration": max_duration,
                 "secondaryMetrics": ["engagement_rate"],
                 "guardrails": [
                     {"metric": "latency_p95_ms", "max": 100},
                     {"metric": "error_rate", "max": 0.01},
                 ],
             },
-            "promotion": {"auto": True},
+            "promotion": {"auto": auto_promote},
             "rollback": {"auto": True},
         },
     }
+    body["spec"].update(spec)
+    return body
 
 
 def simulator_job(name: str, prepared: Prepared) -> dict[str, Any]:
@@ -149,34 +181,81 @@ def status(cluster: KindCluster, name: str) -> dict[str, Any]:
     return found
 
 
-def run_experiment(
-    cluster: KindCluster, prepared: Prepared, name: str, env: list[dict[str, str]], end: str
-) -> dict[str, Any]:
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(experiment(name, prepared, env)))
-    wait_until(lambda: status(cluster, name).get("phase") == "Running", f"{name} Running", 300,
-               cluster)  # fmt: skip
-    log(f"{name}: Running; starting the in-cluster simulator")
+def condition(found: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in found.get("conditions") or [] if c["type"] == type_), {})
+
+
+class Captures:
+    """Objects as the cluster has them at a moment worth a GitOps health check; each is
+    checked with Argo CD's and Flux's engines at once and written for gitops/'s tests."""
+
+    def __init__(self, cluster: KindCluster, gitops: Any, workdir: Path) -> None:
+        self.cluster = cluster
+        self.gitops = gitops
+        self.workdir = workdir
+        self.write_testdata = os.environ.get(CAPTURE_ENV) == "1"
+        self.taken: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def take(self, kind: str, name: str, namespace: str, as_: str) -> dict[str, Any]:
+        obj = self.cluster.get(kind.lower(), name, namespace)
+        assert obj is not None, (kind, name)
+        obj["metadata"].pop("managedFields", None)
+        argocd, flux = EXPECTED[(kind, as_)]
+        health = self.gitops.argocd_health(obj)
+        assert health["status"] == argocd, (as_, health, obj.get("status"))
+        assert self.gitops.flux_status(obj) == flux, (as_, obj.get("status"))
+        self.taken[(kind, as_)] = obj
+        folder = (self.gitops.kind_dir(obj) / "testdata") if self.write_testdata else (
+            self.workdir / kind)  # fmt: skip
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{as_}.yaml").write_text(yaml.safe_dump(obj, sort_keys=False))
+        log(f"captured {kind} {as_}: Argo CD {health['status']} ({health['message'][:80]}), "
+            f"Flux {flux}")  # fmt: skip
+        return obj
+
+
+def start_traffic(cluster: KindCluster, prepared: Prepared, name: str) -> None:
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(simulator_job(name, prepared)))
-    final = wait_until(
-        lambda: (s := status(cluster, name)).get("phase") == end and s, f"{name} {end}", 600,
-        cluster,
-    )  # fmt: skip
+
+
+def stop_traffic(cluster: KindCluster, name: str) -> None:
     time.sleep(15)  # traffic across the switch to the final routing
     progress = cluster.kubectl("logs", "-n", NS, f"job/{name}-traffic", "--tail=1").stdout
     cluster.kubectl("delete", "job", f"{name}-traffic", "-n", NS, "--wait=false", check=False)
-    log(f"{name}: {end}: {final.get('analysis', {}).get('reason', '')[:200]}")
     log(f"{name}: simulator: {progress.strip()}")
     requests = int(progress.split("requests=")[1].split()[0])
     failed = int(progress.split("failed=")[1].split()[0])
     # the router rolls and variants scale down during the run; clients see no errors
     assert requests > 0 and failed <= requests // 200, progress
-    result: dict[str, Any] = final
-    return result
+
+
+def wait_phase(cluster: KindCluster, name: str, phase: str, timeout: float) -> dict[str, Any]:
+    found: dict[str, Any] = wait_until(
+        lambda: (s := status(cluster, name)).get("phase") == phase and s, f"{name} {phase}",
+        timeout, cluster,
+    )  # fmt: skip
+    return found
+
+
+def lease_holder(cluster: KindCluster) -> str:
+    lease = cluster.get("lease", "rankexp-operator", SYSTEM) or {}
+    holder: str = (lease.get("spec") or {}).get("holderIdentity") or ""
+    return holder
+
+
+def action_reasons(cluster: KindCluster, name: str) -> list[str]:
+    events = json.loads(cluster.kubectl("get", "events", "-n", NS, "-o", "json").stdout)["items"]
+    mine = [e for e in events if e["involvedObject"]["name"] == name
+            and ".action-" in e["metadata"]["name"]]  # fmt: skip
+    assert all(e.get("count", 1) == 1 for e in mine)
+    mine.sort(key=lambda e: int(e["metadata"]["name"].rsplit("-", 1)[1]))
+    return [e["reason"] for e in mine]
 
 
 def test_helm_install_then_promote_then_roll_back_then_uninstall(
-    cluster: KindCluster, prepared: Prepared
+    cluster: KindCluster, prepared: Prepared, gitops_health: Any, tmp_path: Path
 ) -> None:
+    captures = Captures(cluster, gitops_health, tmp_path)
     cluster.helm(
         "install", RELEASE, str(REPO / "charts" / "rankexp"), "--namespace", SYSTEM,
         "--create-namespace", "--wait", "--timeout", "5m",
@@ -189,14 +268,52 @@ def test_helm_install_then_promote_then_roll_back_then_uninstall(
     assert {
         d["metadata"]["name"]: d["status"].get("readyReplicas") for d in deployments["items"]
     } == {
-        "rankexp-operator": 1,
+        "rankexp-operator": 2,
         "rankexp-prometheus": 1,
     }
+    pods = cluster.kubectl("get", "pods", "-n", SYSTEM, "-l",
+                           "app.kubernetes.io/component=operator", "-o", "name").stdout  # fmt: skip
+    operators = {p.split("/", 1)[1] for p in pods.split()}
+    leader = wait_until(lambda: lease_holder(cluster), "a leader", 60, cluster)
+    assert leader in operators, (leader, operators)
     assert cluster.get("alertpolicy", "rankexp-default", SYSTEM) is not None
     cluster.kubectl("create", "namespace", NS)
 
-    promoted = run_experiment(cluster, prepared, "ab", [], "Promoted")
+    # Experiments that need no traffic: a paused one, one the operator cannot serve,
+    # and an A/A whose maxDuration ends it Inconclusive without data
+    apply = lambda body: cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))  # noqa: E731
+    apply(experiment("paused", prepared, [], paused=True))
+    apply(experiment("failed", prepared, [], treatment_model="s3://models/v2"))
+    apply(experiment("aa", prepared, [], treatment_model="file:///models/v1", max_duration="1m"))
+
+    # A run that waits for approval, approved through Argo CD's promote action, while
+    # the leading operator replica is deleted mid-run (the other one takes over)
+    apply(experiment("ab", prepared, [], auto_promote=False))
+    wait_until(lambda: status(cluster, "ab").get("phase") == "Pending", "ab Pending", 60, cluster)
+    captures.take("Experiment", "ab", NS, "pending")
+    wait_phase(cluster, "ab", "Running", 300)
+    captures.take("Experiment", "ab", NS, "running")
+    start_traffic(cluster, prepared, "ab")
+    cluster.kubectl("delete", "pod", leader, "-n", SYSTEM, "--wait=false")
+    successor = wait_until(lambda: (h := lease_holder(cluster)) not in ("", leader) and h,
+                           "another operator replica holding the Lease", 90, cluster)  # fmt: skip
+    log(f"leader {leader} deleted; {successor} took the Lease over")
+    wait_until(lambda: condition(status(cluster, "ab"), "Concluded").get("reason")
+               == "AwaitingApproval", "ab AwaitingApproval", 600, cluster)  # fmt: skip
+    awaiting = captures.take("Experiment", "ab", NS, "awaiting-approval")
+    promoted_by_argocd = gitops_health.argocd_action(awaiting, "promote")
+    winner = awaiting["status"]["analysis"]["winner"]
+    assert promoted_by_argocd["spec"]["promotion"]["approvedVariant"] == winner == "treatment"
+    # what Argo CD does with an action's result: a merge patch of the difference
+    approval = {"spec": {"promotion": promoted_by_argocd["spec"]["promotion"]}}
+    cluster.kubectl("patch", "experiment", "ab", "-n", NS, "--type=merge", "-p",
+                    json.dumps(approval))  # fmt: skip
+    promoted = wait_phase(cluster, "ab", "Promoted", 120)
+    stop_traffic(cluster, "ab")
+    captures.take("Experiment", "ab", NS, "promoted")
     assert promoted["winner"] == "treatment"
+    assert "approved in spec.promotion.approvedVariant" in promoted["lastAction"]["reason"]
+    assert action_reasons(cluster, "ab") == ["RunStarted", "Promoted"]
     analysis = promoted["analysis"]
     assert analysis["decision"] == "Promote" and analysis["pValue"] < 0.05 and analysis["lift"] > 0
     assert all(g["ok"] for g in analysis["guardrails"])
@@ -210,14 +327,21 @@ def test_helm_install_then_promote_then_roll_back_then_uninstall(
         120,
         cluster,
     )
+    captures.take("Experiment", "paused", NS, "paused")
+    captures.take("Experiment", "failed", NS, "failed")
+    wait_phase(cluster, "aa", "Inconclusive", 300)
+    captures.take("Experiment", "aa", NS, "inconclusive")
 
-    slow = run_experiment(
-        cluster, prepared, "slow", [{"name": "RANKER_INJECT_LATENCY_MS", "value": "150"}],
-        "RolledBack",
-    )  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(experiment(
+        "slow", prepared, [{"name": "RANKER_INJECT_LATENCY_MS", "value": "150"}])))  # fmt: skip
+    wait_phase(cluster, "slow", "Running", 300)
+    start_traffic(cluster, prepared, "slow")
+    slow = wait_phase(cluster, "slow", "RolledBack", 600)
+    stop_traffic(cluster, "slow")
+    captures.take("Experiment", "slow", NS, "rolledback")
     breach = next(g for g in slow["analysis"]["guardrails"] if g["metric"] == "latency_p95_ms")
     assert breach["ok"] is False and breach["value"] > 100
-    concluded = next(c for c in slow["conditions"] if c["type"] == "Concluded")
+    concluded = condition(slow, "Concluded")
     assert concluded["reason"] == "RolledBack" and "latency_p95_ms" in concluded["message"]
 
     # the chart's default AlertPolicy is evaluated in the cluster (RBAC, Prometheus) and
@@ -237,10 +361,41 @@ def test_helm_install_then_promote_then_roll_back_then_uninstall(
     conditions = {c["type"]: c for c in seen["policy"]["conditions"]}
     assert conditions["Ready"]["status"] == "True", conditions
     assert conditions["Degraded"]["status"] == "False", conditions
+    assert conditions["Stalled"]["status"] == "False", conditions
+    captures.take("AlertPolicy", "rankexp-default", SYSTEM, "pending-alert")
+    quiet = {
+        "apiVersion": "rankexp.io/v1alpha1",
+        "kind": "AlertPolicy",
+        "metadata": {"name": "quiet", "namespace": NS},
+        "spec": {"interval": "10s", "rules": [{"name": "never", "expr": "vector(0) > 1"}]},
+    }
+    broken = {**quiet, "metadata": {"name": "broken", "namespace": NS},
+              "spec": {"interval": "10s", "rules": [{"name": "bad", "expr": "sum(("}]}}  # fmt: skip
+    apply(quiet)
+    apply(broken)
+
+    def policy(name: str, type_: str) -> str:
+        found = (cluster.get("alertpolicy", name, NS) or {}).get("status") or {}
+        return str(condition(found, type_).get("status"))
+
+    wait_until(lambda: policy("quiet", "Ready") == "True", "quiet evaluated", 60, cluster)
+    captures.take("AlertPolicy", "quiet", NS, "evaluated")
+    wait_until(lambda: policy("broken", "Degraded") == "True", "broken Degraded", 60, cluster)
+    captures.take("AlertPolicy", "broken", NS, "degraded")
 
     cluster.helm("uninstall", RELEASE, "--namespace", SYSTEM, "--wait")
     crds = cluster.kubectl("get", "crd", "-o", "name").stdout.split()
     assert "customresourcedefinition.apiextensions.k8s.io/experiments.rankexp.io" in crds
     kept = cluster.kubectl("get", "experiments", "-n", NS, "-o", "name").stdout.split()
-    assert sorted(kept) == ["experiment.rankexp.io/ab", "experiment.rankexp.io/slow"]
+    assert sorted(kept) == [f"experiment.rankexp.io/{n}" for n in
+                            ("aa", "ab", "failed", "paused", "slow")]  # fmt: skip
     assert cluster.get("alertpolicy", "rankexp-default", SYSTEM) is not None
+    # without an operator: what GitOps tools see of objects nobody serves yet, and of
+    # one being deleted (the operator's finalizer holds it)
+    apply({**quiet, "metadata": {"name": "unserved", "namespace": NS}})
+    captures.take("AlertPolicy", "unserved", NS, "new")
+    apply(experiment("unserved", prepared, []))
+    captures.take("Experiment", "unserved", NS, "new")
+    cluster.kubectl("delete", "experiment", "aa", "-n", NS, "--wait=false")
+    captures.take("Experiment", "aa", NS, "deleting")
+    assert set(captures.taken) == set(EXPECTED)
