@@ -87,6 +87,7 @@ class Series:
         self.bucket_share = rng.dirichlet(np.full(64, 50.0))  # exposures per user bucket
         self.ctr = 0.05 * rng.uniform(0.8, 1.2, 64)
         self.targets: dict[str, tuple[float, str, list[tuple[str, float]]]] = {}
+        self.dropped = 0
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -165,11 +166,14 @@ class Series:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
                 body = outer.render(self.path)
-                self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body or b"")))
-                self.end_headers()
-                self.wfile.write(body or b"")
+                try:
+                    self.send_response(200 if body is not None else 404)
+                    self.send_header("Content-Type", "text/plain; version=0.0.4")
+                    self.send_header("Content-Length", str(len(body or b"")))
+                    self.end_headers()
+                    self.wfile.write(body or b"")
+                except OSError:
+                    outer.dropped += 1  # Prometheus gave up on this scrape (timeout)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -312,18 +316,32 @@ def quantile(q: float, before: Mapping[float, float], after: Mapping[float, floa
 class Row:
     size: int
     figures: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
-def measure(operator_url: str, apiserver_metrics: Any, seconds: float, size: int) -> Row:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its reaped children (clock ticks -> seconds)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    operator_url: str, apiserver_metrics: Any, seconds: float, size: int,
+    pids: Mapping[str, int],
+) -> Row:  # fmt: skip
     """Figures over the next ``seconds``; reconciles over the operator's whole life (its
-    start-up resumes every Experiment: the burst a restart or failover costs)."""
+    start-up resumes every Experiment: the burst a restart or failover costs). ``pids``:
+    the processes whose CPU use is shown beside the operator's (the machine is shared)."""
     t0 = time.monotonic()
     a0, k0 = scrape(operator_url), apiserver_metrics()
+    c0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     time.sleep(seconds)
     a1, k1 = scrape(operator_url), apiserver_metrics()
     window = time.monotonic() - t0
+    c1 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     row = Row(size)
     f = row.figures
+    row.cpu = {name: (c1[name] - c0[name]) / window for name in pids}
     for q in (0.5, 0.99):
         tag = "p50" if q == 0.5 else "p99"
         f[f"reconcile_{tag}_ms"] = 1000 * quantile(
@@ -385,9 +403,12 @@ def main() -> int:
     series = Series()
     rows: list[Row] = []
     baseline_rss = math.nan
+    # API Priority and Fairness on, as in every real cluster: its queues are where an
+    # operator that asks too much gets its 429s
+    apf = ["--enable-priority-and-fairness=true"]
     try:
         with (
-            LocalCluster(ensure_binaries()) as cluster,
+            LocalCluster(ensure_binaries(), extra_apiserver_args=apf) as cluster,
             LocalPrometheus(
                 jobs=("bench",), scrape_interval=args.scrape, workdir=workdir / "prom"
             ) as prom,
@@ -400,6 +421,8 @@ def main() -> int:
                             "crd/experiments.rankexp.io")  # fmt: skip
             for i in range(NAMESPACES):
                 cluster.kubectl("create", "namespace", f"bench-{i}")
+            # the custom resources' watch caches are ready before the operator starts
+            cluster.kubectl("get", "experiments,alertpolicies", "-A")
             marker = ReadyMarker(api)
 
             def apiserver_metrics() -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -445,7 +468,10 @@ def main() -> int:
                     log(f"size {size}: {running} Running; warming up one interval (60 s)")
                     time.sleep(60)
                     log(f"size {size}: measuring {args.minutes:g} min")
-                    row = measure(url, apiserver_metrics, args.minutes * 60, size)
+                    pids = {p.name: p.pid for p in [*cluster.processes, prom.process]
+                            if p is not None and p.pid is not None}  # fmt: skip
+                    pids["bench (series, ready marker)"] = os.getpid()
+                    row = measure(url, apiserver_metrics, args.minutes * 60, size, pids)
                     if math.isnan(baseline_rss):
                         baseline_rss = row.figures["rss_mib"]
                     rows.append(row)
@@ -508,6 +534,9 @@ def print_rows(rows: list[Row], final: bool = False) -> None:
             f"| {f['operator_429']:.0f} / {f['apiserver_429']:.0f} "
             f"({f['operator_429_total']:.0f} since start) |"
         )
+    for row in rows:
+        shares = ", ".join(f"{name} {cores:.2f}" for name, cores in row.cpu.items())
+        print(f"CPU cores beside the operator at {row.size}: {shares}")
     if len(rows) >= 2:
         a, b = rows[0], rows[-1]
         per = (b.figures["rss_mib"] - a.figures["rss_mib"]) / (b.size - a.size)

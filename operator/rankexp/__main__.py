@@ -26,7 +26,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from rankexp.handlers import IDENTITY_ENV, INTERVAL_SCALE_ENV, PROMETHEUS_URL_ENV
+from rankexp.handlers import IDENTITY_ENV, INTERVAL_SCALE_ENV, PROMETHEUS_URL_ENV, WORKERS_ENV
 
 #: Exit status of a replica that lost the Lease (client-go's users exit too).
 LOST_LEADERSHIP = 3
@@ -35,6 +35,7 @@ python -m rankexp [operator flags] [kopf run flags]
   --prometheus-url URL    Prometheus the analysis reads ($RANKEXP_PROMETHEUS_URL)
   --interval-scale X      multiply every analysis interval (tests and demos only;
                           $RANKEXP_INTERVAL_SCALE)
+  --workers N             threads for handlers and timers (16; $RANKEXP_WORKERS)
   --serve HOST:PORT       serve /metrics, /healthz and /leader
   --leader-elect          take the leader Lease before running (several replicas)
   --lease-namespace NS    the Lease's namespace ($POD_NAMESPACE)
@@ -67,7 +68,12 @@ def _own_flags(args: list[str]) -> list[str]:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--prometheus-url", default=None)
     parser.add_argument("--interval-scale", type=float, default=None)
+    parser.add_argument("--workers", type=int, default=None)
     known, rest = parser.parse_known_args(args)
+    if known.workers is not None:
+        if known.workers < 1:
+            parser.error("--workers must be at least 1")
+        os.environ[WORKERS_ENV] = str(known.workers)
     if known.prometheus_url is not None:
         os.environ[PROMETHEUS_URL_ENV] = known.prometheus_url
     if known.interval_scale is not None:
@@ -89,6 +95,18 @@ def _loopback_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def _warm_up() -> None:
+    """Import now what the handlers import on first use (the kubernetes client loads each
+    API module lazily, seconds apiece): a replica that takes the Lease over then starts
+    working at once instead of importing."""
+    from kubernetes import client
+
+    for api in ("AppsV1Api", "CoreV1Api", "CustomObjectsApi", "CoordinationV1Api"):
+        getattr(client, api)
+    import rankexp.metrics  # noqa: F401
+    import rankexp.notify  # noqa: F401
 
 
 def _kopf(args: list[str]) -> int:
@@ -146,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host, port, metrics=metrics, leader=state, kopf_liveness=lambda: kopf_liveness
         ).start()
 
+    _warm_up()
     try:
         if known.leader_elect:
             namespace = known.lease_namespace or os.environ.get("POD_NAMESPACE")

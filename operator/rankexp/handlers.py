@@ -40,6 +40,10 @@ RETRY_DELAY = 10.0
 REJECTED = (400, 422)
 PROMETHEUS_URL_ENV = "RANKEXP_PROMETHEUS_URL"
 INTERVAL_SCALE_ENV = "RANKEXP_INTERVAL_SCALE"
+#: Threads running the handlers and timers (kopf's executor). An analysis mostly waits on
+#: Prometheus, so a thousand Experiments need more than kopf's default (cores + 4).
+WORKERS_ENV = "RANKEXP_WORKERS"
+DEFAULT_WORKERS = 16
 #: This replica's identity (``python -m rankexp`` sets it): the Lease holder's name
 IDENTITY_ENV = "RANKEXP_IDENTITY"
 
@@ -99,6 +103,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
+    settings.execution.max_workers = int(os.environ.get(WORKERS_ENV) or DEFAULT_WORKERS)
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # kopf logs every handler's and timer's success at INFO: with a thousand
+        # Experiments ticking, a hundred lines a second; failures still show (--verbose:
+        # all of them)
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     # Only the operator's own kopf.info/kopf.warn calls become Events, not every log line.
     settings.posting.level = logging.INFO
     settings.posting.loggers = False
@@ -264,12 +274,17 @@ def experiment_tick(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     metrics = process_metrics()
     meta = body["metadata"]
     started = time.perf_counter()
+    store = _children(memo, kwargs)
     with memo.locks.hold(meta.get("uid", "")):
+        if not loop.needs_tick(store, body, settings=settings):
+            # nothing to do on the watch's copy: no read of the Experiment, no write
+            metrics.tick.labels(analyzed="false").observe(time.perf_counter() - started)
+            return
         try:
             fresh = memo.store.get_experiment(meta["namespace"], meta["name"])
             if fresh is None:
                 return
-            outcome = loop.tick(_children(memo, kwargs), fresh, settings=settings, reader=reader)
+            outcome = loop.tick(store, fresh, settings=settings, reader=reader)
             _announce(memo.store, fresh, outcome.action)
             if outcome.status:
                 memo.store.patch_status(meta["namespace"], meta["name"], outcome.status)

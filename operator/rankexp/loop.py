@@ -150,6 +150,53 @@ def tick(
     return outcome
 
 
+class _WouldAct(Exception):
+    """Raised by :class:`_Probe` where a tick would write, read fresh or analyse."""
+
+
+class _Probe:
+    """A ChildStore that lists from the real one and refuses everything else."""
+
+    def __init__(self, store: rec.ChildStore) -> None:
+        self._store = store
+
+    def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self._store.list(kind, namespace, selector)
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        raise _WouldAct
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        raise _WouldAct
+
+    def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        raise _WouldAct
+
+
+def _no_reader() -> MetricsReader:
+    raise _WouldAct
+
+
+def needs_tick(
+    store: rec.ChildStore,
+    body: Mapping[str, Any],
+    *,
+    settings: Settings,
+    now: datetime | None = None,
+) -> bool:
+    """Whether :func:`tick` would do anything for this copy of the Experiment (kopf's,
+    as its watch last saw it): change status, touch a child, read a routing record or
+    run the analysis. Most ticks of a running Experiment only find nothing changed; this
+    answers that from memory, so the caller reads the Experiment from the API server
+    only for a tick that acts. A stale copy can only make a tick wait for the next one,
+    never act on old data: the tick itself runs on a fresh read."""
+    try:
+        outcome = tick(_Probe(store), body, settings=settings, reader=_no_reader, now=now)
+    except _WouldAct:
+        return True
+    return bool(outcome.status or outcome.events or outcome.action)
+
+
 def _tick(
     store: rec.ChildStore,
     body: Mapping[str, Any],

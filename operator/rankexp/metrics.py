@@ -53,6 +53,8 @@ WINNERS = ("control", "treatment", "tie")
 DEFAULT_FEATURES: tuple[str, ...] = ("age", "like_rate", "total_interactions")
 
 _DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
+#: The label :func:`combine` puts on each answer: which of the combined queries it is.
+QUERY_LABEL = "rankexp_query"
 
 
 class MetricsError(Exception):
@@ -158,6 +160,16 @@ def build_queries(
 Sample = tuple[dict[str, str], float]
 
 
+def combine(queries: Mapping[str, str]) -> str:
+    """One PromQL expression answering every query: each answer labelled with its key
+    (``rankexp_query``), the answers joined with ``or`` (whose sides never match, since
+    their key labels differ). One HTTP request instead of one per query: a thousand
+    Experiments' analyses cost Prometheus (and the operator) a tenth of the requests."""
+    return " or ".join(
+        f'label_replace({q}, "{QUERY_LABEL}", "{key}", "", "")' for key, q in queries.items()
+    )
+
+
 def histogram_bins(
     cumulative: Mapping[float, float], metric: str = "histogram", variant: str = ""
 ) -> dict[str, list[float]]:
@@ -242,6 +254,16 @@ class ExperimentMetrics:
             raise PrometheusUnavailable(self.url, f"unexpected answer to {promql!r}")
         return [(dict(r["metric"]), float(r["value"][1])) for r in result]
 
+    def query_many(self, queries: Mapping[str, str], at: datetime) -> dict[str, list[Sample]]:
+        """Several instant queries at ``at`` in one request (:func:`combine`): the samples
+        of each, by key, without the key label."""
+        out: dict[str, list[Sample]] = {key: [] for key in queries}
+        for labels, value in self.query(combine(queries), at):
+            key = labels.pop(QUERY_LABEL, None)
+            if key in out:
+                out[key].append((labels, value))
+        return out
+
     def read(
         self,
         experiment: str,
@@ -263,8 +285,7 @@ class ExperimentMetrics:
         at = datetime.now(UTC) if end is None else end
         if at.tzinfo is None:  # a naive end is UTC, not the machine's local time
             at = at.replace(tzinfo=UTC)
-        queries = build_queries(experiment, window, namespace)
-        answers = {key: self.query(q, at) for key, q in queries.items()}
+        answers = self.query_many(build_queries(experiment, window, namespace), at)
         missing: list[tuple[str, str]] = []
         out: dict[str, dict[str, Any]] = {v: {"buckets": {}, "histograms": {}} for v in variants}
 
@@ -330,19 +351,24 @@ class ExperimentMetrics:
         For the sample-ratio check across weight changes. A period too short for
         ``increase()`` (fewer than two samples) served no measurable traffic: empty.
         """
+        if not segments:
+            return []
         sel = selector(experiment, namespace)
-        out: list[dict[str, float]] = []
-        for start, end in segments:
+        queries: dict[str, str] = {}
+        for i, (start, end) in enumerate(segments):
             window = format_window(max(end - start, timedelta(seconds=1)))
-            samples = self.query(f"sum by (variant) (increase({EXPOSURES}{sel}[{window}]))", end)
-            out.append(
-                {
-                    labels.get("variant", ""): value
-                    for labels, value in samples
-                    if math.isfinite(value) and value > 0
-                }
-            )
-        return out
+            # each period at its own end (the @ modifier), all in one request
+            at_end = f"@ {end.timestamp():.3f}"
+            queries[str(i)] = f"sum by (variant) (increase({EXPOSURES}{sel}[{window}] {at_end}))"
+        answers = self.query_many(queries, max(end for _, end in segments))
+        return [
+            {
+                labels.get("variant", ""): value
+                for labels, value in answers[str(i)]
+                if math.isfinite(value) and value > 0
+            }
+            for i in range(len(segments))
+        ]
 
     def interleaving(
         self,
@@ -360,14 +386,20 @@ class ExperimentMetrics:
         at = datetime.now(UTC) if end is None else end
         w = format_window(window)
         sel = selector(experiment, namespace)
-        samples = self.query(f"sum by (winner, bucket) (increase({OUTCOMES}{sel}[{w}]))", at)
+        answers = self.query_many(
+            {
+                "outcomes": f"sum by (winner, bucket) (increase({OUTCOMES}{sel}[{w}]))",
+                "users": f"sum(increase({CLICKING_USERS}{sel}[{w}]))",
+            },
+            at,
+        )
         out = {name: [0.0] * N_ANALYSIS_BUCKETS for name in WINNERS}
-        for labels, value in samples:
+        for labels, value in answers["outcomes"]:
             name, raw = labels.get("winner", ""), labels.get("bucket", "")
             if name not in out or not raw.isdigit() or not 0 <= int(raw) < N_ANALYSIS_BUCKETS:
                 raise BadSeries(OUTCOMES, name, f"winner/bucket labels {name!r}/{raw!r}")
             out[name][int(raw)] = _finite(value, OUTCOMES, name)
-        users = self.query(f"sum(increase({CLICKING_USERS}{sel}[{w}]))", at)
+        users = answers["users"]
         clicking = _finite(users[0][1], CLICKING_USERS, "router") if users else 0.0
         return out, clicking
 
@@ -388,12 +420,16 @@ class ExperimentMetrics:
         """
         at = datetime.now(UTC) if at is None else at
         sel = selector(experiment, namespace)
-        rankers = {
-            labels.get("variant", "")
-            for labels, _ in self.query(f"count by (variant) ({REQUESTS}{sel})", at)
-        }
+        answers = self.query_many(
+            {
+                "rankers": f"count by (variant) ({REQUESTS}{sel})",
+                "router": f"count({EXPOSURES}{sel})",
+            },
+            at,
+        )
+        rankers = {labels.get("variant", "") for labels, _ in answers["rankers"]}
         out = [v for v in variants if v not in rankers]
-        if not self.query(f"count({EXPOSURES}{sel})", at):
+        if not answers["router"]:
             out.append("router")
         return out
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -184,5 +185,8 @@ class Server:
             opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
             with opener.open(url, timeout=3) as response:
                 return int(response.status), "ok\n"
+        except urllib.error.HTTPError as exc:  # kopf answered: pass its verdict on
+            exc.close()
+            return int(exc.code), f"kopf liveness: {exc.code}\n"
         except OSError as exc:
             return 503, f"kopf liveness: {exc}\n"

@@ -9,11 +9,13 @@ that need the cluster; they are never skipped.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from rankexp.local.cluster import BinariesMissingError, LocalCluster, ensure_binaries
 
@@ -62,3 +64,24 @@ def api_client(kube_cluster: Any) -> Iterator[Any]:
     client = config.new_client_from_config(config_file=str(kube_cluster.kubeconfig))  # type: ignore[no-untyped-call]
     yield client
     client.close()
+
+
+AuditedCluster = Callable[[dict[str, Any]], tuple[LocalCluster, Path]]
+
+
+@pytest.fixture(scope="module")
+def audited_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuditedCluster]:
+    """Start a kube-apiserver of the module's own whose audit log follows ``policy`` (an
+    audit.k8s.io Policy); returns it and the log's path. Stopped after the module."""
+    with ExitStack() as stack:
+
+        def start(policy: dict[str, Any]) -> tuple[LocalCluster, Path]:
+            workdir = tmp_path_factory.mktemp("audited")
+            (workdir / "audit-policy.yaml").write_text(yaml.safe_dump(policy))
+            log = workdir / "audit.log"
+            args = [f"--audit-policy-file={workdir / 'audit-policy.yaml'}",
+                    f"--audit-log-path={log}", "--audit-log-maxsize=0"]  # fmt: skip
+            cluster = stack.enter_context(LocalCluster(extra_apiserver_args=args))
+            return cluster, log
+
+        yield start

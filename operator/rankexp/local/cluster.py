@@ -675,7 +675,7 @@ class LocalCluster:
                 f"--service-account-issuer={self._server}",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                "--service-cluster-ip-range=10.0.0.0/16",  # room for a thousand Experiments
                 "--authorization-mode=RBAC",
                 "--disable-admission-plugins=ServiceAccount",
                 "--endpoint-reconciler-type=none",  # no Endpoints for 127.0.0.1 (invalid)

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -84,14 +84,9 @@ class Receiver:
 
 
 @pytest.fixture(scope="module")
-def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, Path]]:
-    workdir = tmp_path_factory.mktemp("audited")
-    policy = workdir / "audit-policy.yaml"
-    policy.write_text(yaml.safe_dump(AUDIT_POLICY))
-    log = workdir / "audit.log"
-    args = [f"--audit-policy-file={policy}", f"--audit-log-path={log}", "--audit-log-maxsize=0"]
-    with LocalCluster(extra_apiserver_args=args) as cluster:
-        yield cluster, log
+def audited(audited_cluster: Any) -> tuple[LocalCluster, Path]:
+    cluster: tuple[LocalCluster, Path] = audited_cluster(AUDIT_POLICY)
+    return cluster
 
 
 def render(helm: Path, *templates: str) -> list[dict[str, Any]]:

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from loopkit import Loop, action_events, manifest, phase, seq
 
 from rankexp.__main__ import LOST_LEADERSHIP
@@ -57,14 +56,9 @@ UA = re.compile(r"^rankexp-operator/\S+ \((?P<identity>[^)]+)\)")
 
 
 @pytest.fixture(scope="module")
-def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, Path]]:
-    workdir = tmp_path_factory.mktemp("ha")
-    policy = workdir / "audit-policy.yaml"
-    policy.write_text(yaml.safe_dump(AUDIT_POLICY))
-    log = workdir / "audit.log"
-    args = [f"--audit-policy-file={policy}", f"--audit-log-path={log}", "--audit-log-maxsize=0"]
-    with LocalCluster(extra_apiserver_args=args) as cluster:
-        yield cluster, log
+def audited(audited_cluster: Any) -> tuple[LocalCluster, Path]:
+    cluster: tuple[LocalCluster, Path] = audited_cluster(AUDIT_POLICY)
+    return cluster
 
 
 @pytest.fixture(scope="module")

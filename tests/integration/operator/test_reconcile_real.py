@@ -19,8 +19,8 @@ import kopf
 import pytest
 import yaml
 
+from rankexp import childcache, handlers
 from rankexp import conditions as cond
-from rankexp import handlers
 from rankexp import reconcile as rec
 
 pytestmark = pytest.mark.integration
@@ -373,14 +373,29 @@ def posted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     return events
 
 
+def indexes_now(store: rec.KubeChildStore, namespace: str) -> dict[str, Any]:
+    """The kopf indexes of the children as a filled index holds them: listed now."""
+    out: dict[str, dict[tuple[str, str], list[dict[str, Any]]]] = {}
+    for name, (_, _, _, kind) in childcache.INDEXES.items():
+        out[name] = {}
+        for obj in store.list(kind, namespace, "app.kubernetes.io/managed-by=rankexp-operator"):
+            for key, value in childcache.entry(obj).items():
+                out[name].setdefault(key, []).append(value)
+    return out
+
+
 def call_handler(exp: Experiment, retry: int) -> None:
-    """The kopf handler as kopf calls it; it writes status itself (under the lock)."""
+    """The kopf handler as kopf calls it (with the children's indexes filled); it writes
+    status itself (under the lock)."""
     fn: Any = handlers.reconcile_experiment
     memo = kopf.Memo()
     memo.store = exp.store
+    memo.children = childcache.ChildCache(exp.store)
     memo.locks = handlers.Locks()
     body = kopf.Body(cast(kopf.RawBody, exp.body()))
-    fn(body=body, memo=memo, patch=kopf.Patch(), retry=retry)
+    namespace = body["metadata"]["namespace"]
+    fn(body=body, memo=memo, patch=kopf.Patch(), retry=retry,
+       **indexes_now(exp.store, namespace))  # fmt: skip
 
 
 def test_rejected_child_is_a_permanent_failure(

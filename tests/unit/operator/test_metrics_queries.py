@@ -173,3 +173,13 @@ def test_missing_series_lists_every_pair() -> None:
     exc = MissingSeries("a_total", "x", missing=[("a_total", "x"), ("b_total", "y")])
     assert (exc.metric, exc.variant) == ("a_total", "x")
     assert str(exc) == "no data in the window: a_total for x, b_total for y"
+
+
+def test_combined_queries_label_each_answer_with_its_key() -> None:
+    from rankexp.metrics import QUERY_LABEL, combine
+
+    text = combine({"a": "sum(x)", "b": 'count(y{z="1"})'})
+    assert text == (
+        f'label_replace(sum(x), "{QUERY_LABEL}", "a", "", "") or '
+        f'label_replace(count(y{{z="1"}}), "{QUERY_LABEL}", "b", "", "")'
+    )

@@ -72,3 +72,16 @@ def test_kubectl_plugin_names_itself(capsys: pytest.CaptureFixture[str]) -> None
         kubectl_main(["--help"])
     out = capsys.readouterr().out
     assert out.startswith("usage: kubectl rankexp") and "promote" in out and "status" in out
+
+
+def test_workers_flag_sizes_kopfs_executor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(handlers.WORKERS_ENV, "1")
+    assert entry._own_flags(["--workers", "32", "-A"]) == ["-A"]
+    monkeypatch.setattr(handlers, "new_api_client", lambda: object())
+    monkeypatch.setattr(reconcile, "KubeChildStore", lambda api: ("store", api))
+    settings = kopf.OperatorSettings()
+    configure: Any = handlers.configure
+    configure(settings=settings, memo=kopf.Memo())
+    assert settings.execution.max_workers == 32
+    with pytest.raises(SystemExit):
+        entry._own_flags(["--workers", "0"])
