@@ -68,11 +68,12 @@ def start_ranker(tmp_path: Path) -> Iterator[StartRanker]:
 
 @pytest.fixture(scope="session")
 def prometheus() -> Iterator[LocalPrometheus]:
-    """Debian's prometheus on 127.0.0.1, scraping jobs `ranker` and `router` every second.
+    """Debian's prometheus on 127.0.0.1, scraping jobs `ranker`, `router` and
+    `rankexp-operator` (the operator's /metrics) every second.
 
     Tests point it at their processes with ``set_targets``/``add_targets``.
     """
-    with LocalPrometheus() as prom:
+    with LocalPrometheus(("ranker", "router", "rankexp-operator")) as prom:
         yield prom
 
 

@@ -116,12 +116,50 @@ def _against_cluster(
 def _cmd_status(args: argparse.Namespace) -> int:
     from rankexp.statusview import render
 
-    def show(_api: Any, _namespace: str, obj: dict[str, Any]) -> str:
+    def show(_api: Any, namespace: str, obj: dict[str, Any]) -> str:
+        if args.history:
+            return _history(args, namespace, obj)
         if args.output == "json":
             return json.dumps(obj.get("status") or {}, indent=2) + "\n"
         return render(obj)
 
     return _against_cluster(args, show)
+
+
+def _history(args: argparse.Namespace, namespace: str, obj: dict[str, Any]) -> str:
+    """``status --history``: every analysis since the run started, from Prometheus."""
+    from datetime import UTC, datetime
+
+    from rankexp import evidence_export as ev
+
+    started = (obj.get("status") or {}).get("startedAt")
+    if not started:
+        return "No analysis yet (the run has not started).\n"
+    seconds = datetime.now(UTC).timestamp() - ev.parse_time(str(started)) + 60
+    try:
+        points = ev.fetch_history(args.prometheus_url, namespace, args.name, seconds)
+    except ev.HistoryUnavailable as exc:
+        raise _Refused(str(exc)) from None
+    if args.output == "json":
+        return json.dumps([_point_json(p) for p in points], indent=2) + "\n"
+    if not points:
+        return (
+            f"No analysis series in Prometheus at {args.prometheus_url} (does it scrape the "
+            "operator's /metrics?).\n"
+        )
+    return ev.render_history(points, args.metric)
+
+
+def _point_json(point: Any) -> dict[str, Any]:
+    return {
+        "time": point.time,
+        "decision": point.decision,
+        "srmPValue": point.srm_p_value,
+        "exposures": dict(point.exposures),
+        "comparisons": [
+            {"variant": v, "metric": m, **figures} for (v, m), figures in point.comparisons.items()
+        ],
+    }
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
@@ -146,6 +184,12 @@ def _cmd_promote(args: argparse.Namespace) -> int:
         )
 
     return _against_cluster(args, approve)
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from rankexp import dashboard
+
+    return dashboard.run(args)
 
 
 def _cmd_render_rules(args: argparse.Namespace) -> int:
@@ -177,6 +221,17 @@ def _cluster_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", default=None, help="kubeconfig context")
 
 
+def _prometheus_flag(p: argparse.ArgumentParser) -> None:
+    import os
+
+    p.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("RANKEXP_PROMETHEUS_URL", "http://127.0.0.1:9090"),
+        help="Prometheus that scrapes the operator (default: $RANKEXP_PROMETHEUS_URL or "
+        "http://127.0.0.1:9090, e.g. after kubectl port-forward)",
+    )
+
+
 def build_parser(prog: str = "rankexp") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="Online A/B experiments for feed-ranking models."
@@ -192,6 +247,16 @@ def build_parser(prog: str = "rankexp") -> argparse.ArgumentParser:
     )
     status.add_argument("name", help="the Experiment")
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    status.add_argument(
+        "--history",
+        action="store_true",
+        help="every analysis since the start (lift, CI, p, SRM p, exposures) from the "
+        "rankexp_analysis_* series in Prometheus",
+    )
+    status.add_argument(
+        "--metric", default=None, help="with --history: only this metric (e.g. ctr)"
+    )
+    _prometheus_flag(status)
     _cluster_flags(status)
     status.set_defaults(func=_cmd_status)
 
@@ -205,6 +270,26 @@ def build_parser(prog: str = "rankexp") -> argparse.ArgumentParser:
     promote.add_argument("variant", help="the variant to promote")
     _cluster_flags(promote)
     promote.set_defaults(func=_cmd_promote)
+
+    page = sub.add_parser(
+        "dashboard",
+        help="serve the experiment page (read-only) on 127.0.0.1:8765",
+        description="A read-only web page of the Experiments: phase, traffic, winner, lift "
+        "and p; per Experiment the lift and its CI at every analysis, the traffic over time, "
+        "sample-ratio and drift health and the decision log. Reads the API server (your "
+        "kubeconfig) and Prometheus, writes nothing.",
+    )
+    _cluster_flags(page)
+    _prometheus_flag(page)
+    page.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    page.add_argument("--listen", default="127.0.0.1:8765", metavar="HOST:PORT",
+                      help="where to serve (default 127.0.0.1:8765)")  # fmt: skip
+    page.add_argument("--in-cluster", action="store_true",
+                      help="the pod's service account, not a kubeconfig (all namespaces "
+                      "unless -n)")  # fmt: skip
+    page.add_argument("--refresh", type=int, default=30, metavar="SECONDS",
+                      help="the pages reload themselves every SECONDS (0: never)")  # fmt: skip
+    page.set_defaults(func=_cmd_dashboard)
 
     rules = sub.add_parser(
         "render-rules",

@@ -257,6 +257,19 @@ def reconcile_experiment(
         raise kopf.PermanentError(outcome.permanent_error)
 
 
+@kopf.on.event(*EXPERIMENTS)
+def export_evidence(body: kopf.Body, type: str | None, **_: Any) -> None:
+    """Every status the watch sees becomes the Experiment's ``rankexp_analysis_*`` series
+    on /metrics (rankexp.evidence_export); a deleted Experiment's end."""
+    from rankexp.telemetry import process_metrics
+
+    evidence = process_metrics().evidence
+    if type == "DELETED":
+        evidence.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+    else:
+        evidence.observe(body)
+
+
 @kopf.timer(*EXPERIMENTS, interval=READINESS_INTERVAL, initial_delay=READINESS_INTERVAL)
 def experiment_tick(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """Readiness every tick; the analysis loop when its interval is due."""

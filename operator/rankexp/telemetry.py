@@ -16,7 +16,9 @@ Metric names (every one prefixed ``rankexp_operator_``):
   client (rankexp, kopf, lease); code 0 when no answer came;
 * ``leader`` (gauge): 1 while this replica holds the Lease (or runs without election);
 
-plus ``process_*`` (resident memory, CPU seconds) and ``python_*`` of prometheus_client.
+plus the evidence of each Experiment's latest analysis (``rankexp_analysis_*``,
+``rankexp_experiment_traffic_weight``; see :mod:`rankexp.evidence_export`), and
+``process_*`` (resident memory, CPU seconds) and ``python_*`` of prometheus_client.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from prometheus_client import (
     platform_collector,
     process_collector,
 )
+
+from rankexp.evidence_export import EvidenceCollector
 
 log = logging.getLogger("rankexp.telemetry")
 PREFIX = "rankexp_operator_"
@@ -93,6 +97,9 @@ class Metrics:
         )
         for analyzed in ("true", "false"):
             self.tick.labels(analyzed=analyzed)
+        #: the evidence of every Experiment's latest analysis (rankexp.evidence_export)
+        self.evidence = EvidenceCollector()
+        r.register(self.evidence)
 
     def counter_for(self, client: str) -> Callable[[str, int], None]:
         """A callback counting one client's requests (for the fenced clients)."""

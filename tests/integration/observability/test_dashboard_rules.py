@@ -70,7 +70,9 @@ DEFAULT_ALERTS = {
     "model_drift": ("warning", ">", None),
 }
 
-METRIC_RE = re.compile(r"\b(ranking_[a-z_]+|model_auc|model_ndcg|router_[a-z_]+)\b(\{[^}]*\})?")
+METRIC_RE = re.compile(
+    r"\b(ranking_[a-z_]+|model_auc|model_ndcg|router_[a-z_]+|rankexp_[a-z_]+)\b(\{[^}]*\})?"
+)
 THRESHOLD_RE = re.compile(
     r"\s*(?P<value>.*\S)\s*(?P<op>[<>]=?|==|!=)\s*(?P<threshold>[-+]?[0-9.]+(?:e[-+]?\d+)?)\s*",
     re.DOTALL,
@@ -239,6 +241,63 @@ class TrafficPump:
         self._thread.join(timeout=30)
 
 
+class Analyses:
+    """The operator's evidence exporter (its telemetry server and EvidenceCollector) with
+    an analysis of synthetic counters every 2 s, as the operator's timer would write it,
+    scraped as job ``rankexp-operator``: the evidence panels' series."""
+
+    def __init__(self) -> None:
+        from rankexp.telemetry import Metrics, Server
+
+        self.metrics = Metrics()
+        self.server = Server(
+            "127.0.0.1", 0, metrics=self.metrics, leader=dict, kopf_liveness=lambda: None
+        )
+        self.rng = random.Random(11)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="analyses", daemon=True)
+
+    def analyse(self) -> None:
+        from rankexp import evidence
+        from rankexp.analysis import analyze
+
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        variants = {}
+        for name, ctr in (("control", 0.10), ("treatment", 0.11)):
+            impressions = [float(self.rng.randint(900, 1100)) for _ in range(64)]
+            clicks = [float(round(i * ctr * self.rng.uniform(0.9, 1.1))) for i in impressions]
+            variants[name] = {
+                "exposures": sum(impressions) / 20,
+                "buckets": {"clicks": clicks, "impressions": impressions},
+            }
+        weights = {"control": 50.0, "treatment": 50.0}
+        record = analyze({"weights": weights, "variants": variants, "min_samples_per_variant": 1})
+        status = evidence.analysis_status(
+            record, time=now, window=(now, now), expected_share={"control": 0.5, "treatment": 0.5}
+        )
+        self.metrics.evidence.observe({
+            "metadata": {"namespace": NAMESPACE, "name": EXPERIMENT},
+            "spec": {"control": "control"},
+            "status": {"analysis": status,
+                       "traffic": [{"variant": v, "weight": 50} for v in weights]},
+        })  # fmt: skip
+
+    def _run(self) -> None:
+        while not self._stop.wait(2.0):
+            self.analyse()
+
+    def start(self) -> str:
+        self.analyse()
+        self.server.start()
+        self._thread.start()
+        return f"127.0.0.1:{self.server.port}"
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.server.stop()
+
+
 @dataclass
 class Live:
     prometheus: LocalPrometheus
@@ -270,6 +329,7 @@ def live(
     work = tmp_path_factory.mktemp("observability")
     procs: list[Process] = []
     pump: TrafficPump | None = None
+    analyses: Analyses | None = None
     try:
         ranker_urls: dict[str, str] = {}
         for variant, model in (("control", "v1"), ("treatment", "v2")):
@@ -321,6 +381,10 @@ def live(
         code, _ = _post(router_url + "/rank", {"user_id": 1, "num_items": 0})
         assert code == 422
 
+        analyses = Analyses()
+        # no target labels: the series carry their own namespace and experiment
+        prometheus.set_targets("rankexp-operator", [analyses.start()])
+
         pump = TrafficPump(router_url)
         pump.start()
         # Both variants served, with feedback, and scraped: the drift rule's guard
@@ -336,6 +400,9 @@ def live(
     finally:
         if pump is not None:
             pump.stop()
+        if analyses is not None:
+            prometheus.set_targets("rankexp-operator", [])
+            analyses.stop()
         for prom in (prometheus, rules_prometheus):
             if prom.process is not None:
                 prom.set_targets("ranker", [])
@@ -405,6 +472,8 @@ def test_every_dashboard_selector_filters_namespace_and_experiment() -> None:
         "router_exposures_total", "ranking_score_sum", "ranking_score_count",
         "ranking_score_bucket", "ranking_cache_hits_total", "ranking_cache_requests_total",
         "model_auc", "model_ndcg", "ranking_catalog_coverage", "ranking_category_entropy_sum",
+        "rankexp_analysis_relative_lift", "rankexp_analysis_relative_ci_low",
+        "rankexp_analysis_relative_ci_high", "rankexp_experiment_traffic_weight",
     }  # fmt: skip
     assert required <= seen, required - seen
 

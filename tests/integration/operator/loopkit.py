@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from ranker.simulate import Simulator
 from rankexp.local.kubelet import LocalKubelet
 from rankexp.local.prom import LocalPrometheus
 
+OPERATOR_JOB = "rankexp-operator"
 WORLD = make_world()
 SCALE = "0.05"  # 1m analysis intervals run every 3 s
 RATE = 60.0  # feeds per second through the router
@@ -64,6 +66,12 @@ def manifest(
     return body
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class Traffic:
     """The simulator in a thread, through the router, until stopped."""
 
@@ -91,10 +99,35 @@ class Loop:
         self.kubelets: list[LocalKubelet] = []
         self.traffic: list[Traffic] = []
 
-    def start_operator(self) -> None:
+    def start_operator(self, export: bool = False) -> None:
+        """The operator reading the test's Prometheus; with ``export``, serving /metrics on
+        a free loopback port that Prometheus scrapes (job ``rankexp-operator``)."""
         self.operator.extra_args = ["--prometheus-url", self.prometheus.url]
+        if export:
+            port = free_port()
+            self.operator.extra_args += ["--serve", f"127.0.0.1:{port}"]
+            self.prometheus.set_targets(OPERATOR_JOB, [f"127.0.0.1:{port}"])
         self.operator.env = {"RANKEXP_INTERVAL_SCALE": SCALE, "RANKEXP_READINESS_INTERVAL": "1"}
         self.operator.start()
+
+    def record_analyses(
+        self, name: str, check: Callable[[dict[str, Any]], bool], what: str, timeout: float = 180
+    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """Like :meth:`wait`, polling every 0.2 s and keeping every ``status.analysis`` seen
+        by its time: (the object that passed, {analysis time: analysis})."""
+        seen: dict[str, dict[str, Any]] = {}
+
+        def probe() -> dict[str, Any] | None:
+            obj = self.get(name)
+            analysis = (obj.get("status") or {}).get("analysis")
+            if analysis and analysis.get("time"):
+                seen[analysis["time"]] = analysis
+            return obj if check(obj) else None
+
+        found: dict[str, Any] = self.kube.wait_for(
+            probe, f"{name}: {what}", timeout=timeout, interval=0.2, operator=self.operator
+        )
+        return found, seen
 
     def start_kubelet(self, api_client: Any, **faults: Any) -> LocalKubelet:
         kubelet = LocalKubelet(
@@ -135,6 +168,7 @@ class Loop:
         for traffic in self.traffic:
             traffic.stop()
         self.operator.stop()
+        self.prometheus.set_targets(OPERATOR_JOB, [])
         for kubelet in self.kubelets:
             kubelet.stop()
 

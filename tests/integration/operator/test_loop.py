@@ -10,6 +10,7 @@ the Deployments' status. Intervals are scaled with ``--interval-scale`` (1m -> 3
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import subprocess
@@ -50,10 +51,10 @@ def test_v2_beats_v1_and_is_promoted_with_the_evidence(
     loop: Loop, api_client: Any, model_dirs: dict[str, Path]
 ) -> None:
     kubelet = loop.start_kubelet(api_client)
-    loop.start_operator()
+    loop.start_operator(export=True)
     loop.kube.apply(manifest("ab", model_dirs))
     started = loop.running("ab", kubelet)["status"]["startedAt"]
-    obj = loop.wait("ab", lambda o: phase(o) == "Promoted", "Promoted")
+    obj, seen = loop.record_analyses("ab", lambda o: phase(o) == "Promoted", "Promoted")
     status = obj["status"]
 
     assert status["winner"] == "treatment"
@@ -119,6 +120,76 @@ def test_v2_beats_v1_and_is_promoted_with_the_evidence(
         time.strptime(started, "%Y-%m-%dT%H:%M:%SZ")
     )
     print(f"\n(a) decided {decided:.0f} s after startedAt at {RATE:g} feeds/s, interval 3 s")
+    evidence_over_time(loop, "ab", seen)
+
+
+def evidence_over_time(loop: Loop, name: str, seen: dict[str, dict[str, Any]]) -> None:
+    """The operator's rankexp_analysis_* series hold one sample per analysis, equal to what
+    status said at each; `rankexp status --history` prints the same series."""
+    ns = loop.kube.namespace
+    analysed = {t: a for t, a in seen.items() if a.get("comparisons")}
+    assert len(analysed) >= 2, seen.keys()
+    epoch = {t: calendar.timegm(time.strptime(t, "%Y-%m-%dT%H:%M:%SZ")) for t in analysed}
+
+    def series(series_name: str, **labels: str) -> dict[float, float]:
+        matchers = ",".join(f'{k}="{v}"' for k, v in {"namespace": ns, "experiment": name,
+                                                       **labels}.items())  # fmt: skip
+        (found,) = loop.prometheus.query(f"{series_name}{{{matchers}}}[10m]")
+        return {float(t): float(v) for t, v in found["values"]}
+
+    # scraped every second, the last analysis is in Prometheus within a few seconds
+    ctr = {"variant": "treatment", "metric": "ctr"}
+    loop.kube.wait_for(
+        lambda: len(series("rankexp_analysis_relative_lift", **ctr)) >= len(analysed),
+        "every analysis in Prometheus", timeout=20,
+    )  # fmt: skip
+    for field, metric in (
+        ("relativeLift", "rankexp_analysis_relative_lift"),
+        ("relativeCiLow", "rankexp_analysis_relative_ci_low"),
+        ("relativeCiHigh", "rankexp_analysis_relative_ci_high"),
+        ("pValue", "rankexp_analysis_p_value"),
+    ):
+        points = series(metric, **ctr)
+        assert sorted(points) == sorted(epoch.values()), (metric, points, epoch)
+        for t, a in analysed.items():
+            c = next(
+                x for x in a["comparisons"] if (x["variant"], x["metric"]) == ("treatment", "ctr")
+            )
+            assert points[epoch[t]] == c[field], (metric, t)
+    srm = series("rankexp_analysis_srm_p_value")
+    exposures = series("rankexp_analysis_exposures", variant="control")
+    for t, a in analysed.items():
+        assert srm.get(epoch[t]) == a.get("srmPValue")  # none when the check could not run
+        assert (
+            exposures[epoch[t]]
+            == next(v for v in a["variants"] if v["name"] == "control")["exposures"]
+        )
+    last = max(analysed)
+    promote = series("rankexp_analysis_decision", decision="Promote")
+    assert promote[epoch[last]] == 1.0 and analysed[last]["decision"] == "Promote"
+    assert sum(promote.values()) == sum(a["decision"] == "Promote" for a in analysed.values())
+    weights = loop.prometheus.query(
+        f'rankexp_experiment_traffic_weight{{namespace="{ns}",experiment="{name}"}}'
+    )
+    assert {w["metric"]["variant"]: float(w["value"][1]) for w in weights} == {
+        "control": 0.0, "treatment": 100.0,
+    }  # fmt: skip
+
+    # the CLI prints the same series: one row per analysis for the ctr comparison
+    out = subprocess.run(
+        [sys.executable, "-m", "rankexp.cli", "status", name, "-n", ns, "--history",
+         "--metric", "ctr", "--prometheus-url", loop.prometheus.url],
+        env={**os.environ, "KUBECONFIG": str(loop.operator.kubeconfig)},
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert [r[0] for r in rows] == sorted(analysed), out
+    for when, decision, variant, metric, lift, *_ in rows:
+        a = analysed[when]
+        c = next(x for x in a["comparisons"] if (x["variant"], x["metric"]) == ("treatment", "ctr"))
+        assert (decision, variant, metric) == (a["decision"], "treatment", "ctr"), out
+        assert lift == f"{100.0 * c['relativeLift']:+.2f}%", out
+    print(f"(a) {len(analysed)} analyses, each one sample per rankexp_analysis_* series")
 
 
 # ------------------------------------------------------------------------------- (b)
