@@ -111,8 +111,12 @@ bench-scale: envtest ## The operator with 100, 300 and 1,000 Experiments (real A
 	$(PY) bench/bench_scale.py
 
 .PHONY: bench-stats
-bench-stats: setup ## Simulation: A/A false positives (sequential vs peeking), power, SRM detection
+bench-stats: setup ## Simulation: A/A false positives (sequential vs peeking), power, SRM detection, CUPED vs unadjusted
 	$(PY) bench/bench_stats.py
+
+.PHONY: bench-latency
+bench-latency: setup ## Simulation of the latency non-inferiority guardrail: +10/+20/+50 ms p95 detection, A/A false alarms over 20 looks, bootstrap time per analysis (~2 min)
+	$(PY) bench/bench_latency_guardrail.py
 
 ##@ GitOps (Argo CD and Flux health checks in gitops/)
 .PHONY: gitops

@@ -20,6 +20,11 @@ from ranker.hashing import N_ANALYSIS_BUCKETS
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 )  # fmt: skip
+#: ranking_bucket_latency_seconds: few buckets (64 user buckets x 13 series per variant),
+#: dense where a p95 difference of tens of ms must be resolved.
+BUCKET_LATENCY_BUCKETS = (
+    0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0,
+)  # fmt: skip
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # fixed on [0, 1]
 ITEM_AGE_BUCKETS = (1.0, 3.0, 6.0, 12.0, 24.0, 48.0, 72.0, 120.0, 168.0, 336.0, 720.0)
 FEATURE_BUCKETS = (
@@ -162,6 +167,16 @@ class RankerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        # The same /rank latency by user bucket: the replicates of the p95 difference's
+        # interval (the latency non-inferiority guardrail); ranking_latency_seconds stays
+        # as it is for the alerts and dashboards.
+        self.bucket_latency = Histogram(
+            "ranking_bucket_latency_seconds",
+            "Time to answer a /rank request, by user bucket",
+            ["variant", "bucket"],
+            buckets=BUCKET_LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.requests = Counter(
             "ranking_requests_total",
             "HTTP requests by endpoint and status code",
@@ -253,6 +268,9 @@ class RankerMetrics:
         self.engagements_by_bucket = bind(self.engagements)
         self.dwell_seconds_by_bucket = bind(self.dwell_seconds)
         self.dwell_events_by_bucket = bind(self.dwell_events)
+        self.bucket_latency_by_bucket = [
+            self.bucket_latency.labels(v, str(b)) for b in range(N_ANALYSIS_BUCKETS)
+        ]
         self.score_child = self.score.child(v)
         self.item_age_child = self.item_age.child(v)
         self.features = {f: self.feature_value.child(v, f) for f in DRIFT_FEATURES}
@@ -282,7 +300,11 @@ class RankerMetrics:
         if ndcg is not None:
             self.model_ndcg.labels(self.variant, version).set(ndcg)
 
-    def count_request(self, endpoint: str, code: int, seconds: float | None) -> None:
+    def count_request(
+        self, endpoint: str, code: int, seconds: float | None, bucket: int | None = None
+    ) -> None:
+        """One request; ``seconds`` (its latency) for /rank, and ``bucket`` (the user's
+        analysis bucket) when the request got as far as the handler."""
         key = (endpoint, code)
         child = self._request_children.get(key)
         if child is None:
@@ -301,3 +323,5 @@ class RankerMetrics:
                 latency = self.latency.labels(self.variant, self.model_version)
                 self._latency_child = latency
             latency.observe(seconds)
+            if bucket is not None:
+                self.bucket_latency_by_bucket[bucket].observe(seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -45,12 +46,19 @@ from ranker.data import CATEGORIES
 from ranker.engine import RankingEngine, Scoring
 from ranker.faults import FaultInjector
 from ranker.feed_json import FeedEncoder
+from ranker.hashing import analysis_bucket
 from ranker.limits import BodyLimit, Limits
 from ranker.metrics import RankerMetrics
 from ranker.quality import QualityMonitor
 from ranker.towers import Backend, Towers, load_towers
 
 log = logging.getLogger("ranker.service")
+
+#: The ASGI scope key under which RequestMetricsMiddleware leaves a list for the /rank
+#: handler to put the user's analysis bucket in (the middleware times, the handler
+#: knows the user).
+BUCKET_SCOPE_KEY = "ranker.analysis_bucket"
+_bucket = functools.lru_cache(maxsize=1 << 16)(analysis_bucket)
 
 
 class RankerSettings(BaseSettings):
@@ -103,6 +111,8 @@ class RequestMetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        bucket: list[int] = []
+        scope[BUCKET_SCOPE_KEY] = bucket
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -114,7 +124,12 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
-            self.metrics.count_request(path[1:], status, elapsed if path == "/rank" else None)
+            self.metrics.count_request(
+                path[1:],
+                status,
+                elapsed if path == "/rank" else None,
+                bucket[0] if bucket else None,
+            )
 
 
 class _JSONBytes(Response):
@@ -278,9 +293,12 @@ def create_app(
         return state.engine, state.monitor
 
     @app.post("/rank", response_model=RankResponse, responses=_POST_RESPONSES)
-    async def rank(req: RankRequest) -> Response:
+    async def rank(req: RankRequest, request: Request) -> Response:
         start = time.perf_counter()
         engine, monitor = engine_or_503()
+        holder = request.scope.get(BUCKET_SCOPE_KEY)
+        if isinstance(holder, list):
+            holder.append(_bucket(req.user_id))
         r = engine.rank(req.user_id, req.num_items)
         if r.cache_hit is not None:
             metrics.cache_requests_child.inc()

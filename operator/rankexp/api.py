@@ -191,8 +191,9 @@ class Guardrail(_Model):
     model_config = ConfigDict(
         json_schema_extra=validations(
             cel(
-                "has(self.max) != has(self.nonInferiorityMargin)",
-                "a guardrail sets either max or nonInferiorityMargin",
+                "(has(self.max) ? 1 : 0) + (has(self.nonInferiorityMargin) ? 1 : 0) "
+                "+ (has(self.maxIncreaseMs) ? 1 : 0) == 1",
+                "a guardrail sets exactly one of max, nonInferiorityMargin and maxIncreaseMs",
             ),
             cel(
                 "!has(self.max) || self.metric in ['latency_p95_ms', 'error_rate']",
@@ -202,6 +203,10 @@ class Guardrail(_Model):
                 "!has(self.nonInferiorityMargin) || "
                 "self.metric in ['ctr', 'engagement_rate', 'dwell_time']",
                 "nonInferiorityMargin is for ctr, engagement_rate and dwell_time",
+            ),
+            cel(
+                "!has(self.maxIncreaseMs) || self.metric == 'latency_p95_ms'",
+                "maxIncreaseMs is for latency_p95_ms",
             ),
         )
     )
@@ -217,11 +222,22 @@ class Guardrail(_Model):
         description="Relative margin: roll back when a treatment is shown worse than "
         "control by more than this (0.02 = 2 %).",
     )
+    max_increase_ms: float | None = Field(
+        default=None,
+        ge=0,
+        description="latency_p95_ms only: roll back when a treatment's p95 is shown above "
+        "control's by more than this many milliseconds (bucket-bootstrap interval).",
+    )
 
     @model_validator(mode="after")
     def _mirror_cel_rules(self) -> Guardrail:
-        if (self.max is None) == (self.non_inferiority_margin is None):
-            raise ValueError("a guardrail sets either max or nonInferiorityMargin")
+        given = (self.max, self.non_inferiority_margin, self.max_increase_ms)
+        if sum(x is not None for x in given) != 1:
+            raise ValueError(
+                "a guardrail sets exactly one of max, nonInferiorityMargin and maxIncreaseMs"
+            )
+        if self.max_increase_ms is not None and self.metric != "latency_p95_ms":
+            raise ValueError("maxIncreaseMs is for latency_p95_ms")
         if self.max is not None and self.metric not in LIMIT_METRICS:
             raise ValueError("max is for latency_p95_ms and error_rate")
         if self.non_inferiority_margin is not None and self.metric not in MARGIN_METRICS:
@@ -239,6 +255,19 @@ class DriftSpec(_Model):
     )
     action: Literal["rollback", "alert", "none"] = Field(
         default="rollback", description="What to do when drift is detected."
+    )
+
+
+class CupedSpec(_Model):
+    enabled: bool = Field(
+        default=False,
+        description="Adjust the primary metric with its pre-period per user bucket (CUPED); "
+        "without a pre-period the analysis runs unadjusted and status says why.",
+    )
+    pre_window: Duration = Field(
+        default="168h",
+        description="The window before status.startedAt read from the same series as the "
+        "covariate (the variants' users before the run).",
     )
 
 
@@ -266,13 +295,17 @@ class Analysis(_Model):
     guardrails: list[Guardrail] = Field(
         default_factory=list,
         max_length=8,
-        description="Absolute limits {metric, max} (latency_p95_ms, error_rate) and "
-        "non-inferiority margins against control {metric, nonInferiorityMargin}.",
+        description="Absolute limits {metric, max} (latency_p95_ms, error_rate), "
+        "non-inferiority margins against control {metric, nonInferiorityMargin} and the "
+        "p95 latency increase over control {metric: latency_p95_ms, maxIncreaseMs}.",
     )
     srm_p_value: float = Field(
         default=0.001, gt=0, lt=1, description="Sample-ratio-mismatch threshold."
     )
     drift: DriftSpec | None = Field(default=None, description="Drift detection.")
+    cuped: CupedSpec | None = Field(
+        default=None, description="Variance reduction with pre-period data (CUPED)."
+    )
 
 
 class AutoAction(_Model):
@@ -488,7 +521,11 @@ class GuardrailEvidence(_Model):
     value: float | None = None
     limit: float | None = None
     ok: bool | None = None
-    kind: Literal["absolute", "non_inferiority"]
+    kind: Literal["absolute", "non_inferiority", "latency_non_inferiority"]
+    ci_low: float | None = Field(
+        default=None, description="latency_non_inferiority: the interval of the p95 difference."
+    )
+    ci_high: float | None = None
 
 
 class SampleProgress(_Model):
@@ -525,6 +562,27 @@ class InterleavingEvidence(_Model):
     clicking_users: float | None = Field(default=None, description="Users seen clicking.")
 
 
+class VarianceReduction(_Model):
+    variant: str = Field(max_length=63)
+    value: float | None = Field(default=None, description="1 - Var(adjusted) / Var(unadjusted).")
+
+
+class CupedEvidence(_Model):
+    """CUPED on the primary metric: applied or not (and why), theta, the reduction."""
+
+    applied: bool = False
+    metric: str | None = Field(default=None, max_length=32)
+    reason: str | None = Field(default=None, max_length=1024)
+    pre_window: Window | None = Field(default=None, description="The pre-period read.")
+    theta: float | None = None
+    rho: float | None = Field(
+        default=None, description="Correlation of the pre-period with the run, pooled."
+    )
+    variance_reduction: list[VarianceReduction] = Field(
+        default_factory=list, max_length=MAX_VARIANTS
+    )
+
+
 class AnalysisStatus(_Model):
     time: datetime | None = None
     window: Window | None = None
@@ -550,6 +608,9 @@ class AnalysisStatus(_Model):
     required_samples: PowerEvidence | None = None
     interleaving: InterleavingEvidence | None = Field(
         default=None, description="Interleaving experiments: the preference share."
+    )
+    cuped: CupedEvidence | None = Field(
+        default=None, description="Variance reduction of the primary metric (when enabled)."
     )
 
 

@@ -4,6 +4,7 @@
 ``rankexp status NAME [-n NS]`` prints an Experiment's phase, traffic and evidence.
 ``rankexp promote NAME VARIANT [-n NS]`` approves a promotion: it sets
 ``spec.promotion.approvedVariant`` (a field people write; the operator never does).
+``rankexp dashboard [-n NS | -A]`` serves the read-only experiment page (rankexp.dashboard).
 The same commands ship as a kubectl plugin: ``kubectl rankexp status NAME``.
 
 Exit codes: 0 success, 1 the cluster said no (not found, rejected), 2 bad usage or bad

@@ -66,6 +66,7 @@ def analysis_status(
     time: str,
     window: tuple[str, str],
     expected_share: Mapping[str, float],
+    pre_window: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """``status.analysis`` from a decision record. ``expected_share`` is the share of
     exposures (0..1) that the weights in force over the window imply per variant."""
@@ -134,6 +135,11 @@ def analysis_status(
             "limit": _num(g.get("limit")),
             "ok": g.get("ok"),
             "kind": g.get("kind"),
+            **(
+                {"ciLow": _num(g.get("ci_low")), "ciHigh": _num(g.get("ci_high"))}
+                if g.get("kind") == "latency_non_inferiority"
+                else {}
+            ),
         }
         for g in record.get("guardrails", [])
     ]
@@ -181,7 +187,28 @@ def analysis_status(
     inter = record.get("interleaving")
     if isinstance(inter, Mapping):
         out["interleaving"] = interleaving_status(inter)
+    cuped = record.get("cuped")
+    if isinstance(cuped, Mapping):
+        out["cuped"] = cuped_status(cuped, pre_window)
     return out
+
+
+def cuped_status(
+    cuped: Mapping[str, Any], pre_window: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    """``status.analysis.cuped`` from a record's ``cuped`` block."""
+    return {
+        "applied": bool(cuped.get("applied")),
+        "metric": cuped.get("metric"),
+        "reason": str(cuped.get("reason", ""))[:1024],
+        "preWindow": {"start": pre_window[0], "end": pre_window[1]} if pre_window else None,
+        "theta": _num(cuped.get("theta")),
+        "rho": _num(cuped.get("rho")),
+        "varianceReduction": [
+            {"variant": name, "value": _num(value)}
+            for name, value in (cuped.get("variance_reduction") or {}).items()
+        ],
+    }
 
 
 def interleaving_status(inter: Mapping[str, Any]) -> dict[str, Any]:

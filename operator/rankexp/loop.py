@@ -35,6 +35,7 @@ from rankexp import evidence, kstatus, rollout
 from rankexp import reconcile as rec
 from rankexp import resources as res
 from rankexp.analysis import InputError, analyze, parse_duration
+from rankexp.analysis.models import METRICS
 from rankexp.api import Analysis, ExperimentSpec
 from rankexp.metrics import (
     DEFAULT_FEATURES,
@@ -68,6 +69,8 @@ class MetricsReader(Protocol):
         *,
         namespace: str | None = None,
         features: tuple[str, ...] = ...,
+        pre_period: tuple[timedelta, datetime] | None = ...,
+        pre_series: tuple[str, ...] = ...,
     ) -> dict[str, dict[str, Any]]: ...
 
     def exposures_between(
@@ -528,6 +531,9 @@ def _analyze(
                     "old samples in the window are not trusted",
                 )
             )
+        pre = _pre_period(analysis, started)
+        # only with CUPED on: readers that predate the pre-period need not know of it
+        extra: dict[str, Any] = {"pre_period": pre[0], "pre_series": pre[1]} if pre else {}
         data = reader.read(
             experiment.name,
             names,
@@ -535,6 +541,7 @@ def _analyze(
             now,
             namespace=experiment.namespace,
             features=read_features,
+            **extra,
         )
         periods = rollout.srm_segments(
             status.get("trafficHistory") or [], started, now, SETTLE_MARGIN
@@ -583,13 +590,26 @@ def _analyze(
     # rounded: the time-weighted mix of periods is a sum of floats (0.5000000000000001)
     shares = {k: round(v / 100.0, 6) for k, v in expected.items()}
     window = (_fmt(started), _fmt(now))
+    pre_window = (_fmt(started - pre[0][0]), _fmt(started)) if pre is not None else None
     return _Decision(
         record=record,
         status=evidence.analysis_status(
-            record, time=_fmt(now), window=window, expected_share=shares
+            record, time=_fmt(now), window=window, expected_share=shares, pre_window=pre_window
         ),
         observations=evidence.variant_observations(data, record),
     )
+
+
+def _pre_period(
+    analysis: Analysis, started: datetime
+) -> tuple[tuple[timedelta, datetime], tuple[str, ...]] | None:
+    """((pre window, its end), bucket series to read) when CUPED is on: the primary
+    metric's numerator and denominator over ``cuped.preWindow`` before the start."""
+    if analysis.cuped is None or not analysis.cuped.enabled:
+        return None
+    num, den, _ = METRICS[analysis.primary_metric]
+    window = timedelta(seconds=parse_duration(analysis.cuped.pre_window))
+    return (window, started), (num, den)
 
 
 def _interleaving_input(
@@ -650,5 +670,6 @@ def _ab_record(
         elapsed_seconds=elapsed,
         max_duration_seconds=parse_duration(analysis.max_duration),
         experiment=experiment.name,
+        cuped=analysis.cuped is not None and analysis.cuped.enabled,
     )
     return analyze(payload)

@@ -44,6 +44,8 @@ BUCKET_SERIES: dict[str, str] = {
 SCORE_HISTOGRAM = "ranking_score"
 FEATURE_HISTOGRAM = "ranking_feature_value"
 LATENCY_HISTOGRAM = "ranking_latency_seconds"
+#: the same latency by user bucket (the latency non-inferiority guardrail's replicates)
+BUCKET_LATENCY_HISTOGRAM = "ranking_bucket_latency_seconds"
 REQUESTS = "ranking_requests_total"
 ERRORS = "ranking_errors_total"
 EXPOSURES = "router_exposures_total"
@@ -133,7 +135,8 @@ def build_queries(
 
     Keys: the bucket series (impressions, clicks, engagements, dwell_seconds,
     dwell_events) by (variant, bucket); ``score`` by (variant, le);
-    ``features`` by (variant, feature, le); ``latency_p95_seconds``,
+    ``features`` by (variant, feature, le); ``latency_buckets`` by (variant, bucket,
+    le); ``latency_p95_seconds``,
     ``requests``, ``errors`` (endpoint="rank") and ``exposures`` by variant.
     """
     w = format_window(window)
@@ -151,6 +154,9 @@ def build_queries(
         f"histogram_quantile(0.95, sum by (variant, le) "
         f"(rate({LATENCY_HISTOGRAM}_bucket{sel}[{w}])))"
     )
+    queries["latency_buckets"] = (
+        f"sum by (variant, bucket, le) (increase({BUCKET_LATENCY_HISTOGRAM}_bucket{sel}[{w}]))"
+    )
     queries["requests"] = f"sum by (variant) (increase({REQUESTS}{rank}[{w}]))"
     queries["errors"] = f"sum by (variant) (increase({ERRORS}{rank}[{w}]))"
     queries["exposures"] = f"sum by (variant) (increase({EXPOSURES}{sel}[{w}]))"
@@ -158,6 +164,28 @@ def build_queries(
 
 
 Sample = tuple[dict[str, str], float]
+
+#: query keys of the pre-period series: "pre_" + the bucket series key
+PRE = "pre_"
+
+
+def pre_queries(
+    experiment: str,
+    series: Sequence[str],
+    window: str | timedelta,
+    before: datetime,
+    namespace: str | None = None,
+) -> dict[str, str]:
+    """PromQL for the per-bucket sums of ``series`` (keys of ``BUCKET_SERIES``) over the
+    ``window`` that ends at ``before`` (the run's start), evaluated there with ``@``: the
+    covariate of CUPED. Keyed ``pre_<series>``."""
+    w = format_window(window)
+    sel = selector(experiment, namespace)
+    at = f"{before.timestamp():.3f}"
+    return {
+        PRE + key: f"sum by (variant, bucket) (increase({BUCKET_SERIES[key]}{sel}[{w}] @ {at}))"
+        for key in series
+    }
 
 
 def combine(queries: Mapping[str, str]) -> str:
@@ -273,8 +301,14 @@ class ExperimentMetrics:
         *,
         namespace: str | None = None,
         features: Sequence[str] = DEFAULT_FEATURES,
+        pre_period: tuple[timedelta, datetime] | None = None,
+        pre_series: Sequence[str] = (),
     ) -> dict[str, dict[str, Any]]:
         """The ``variants`` part of the analysis input over ``(end - window, end]``.
+
+        With ``pre_period`` = (window, start), also ``pre_buckets`` of the ``pre_series``
+        over the window before ``start`` (CUPED's covariate), where Prometheus has them;
+        their absence is not missing data (the analysis runs unadjusted and says why).
 
         ``end`` defaults to now (a naive datetime is taken as UTC); every query is
         evaluated at that same instant.
@@ -285,7 +319,11 @@ class ExperimentMetrics:
         at = datetime.now(UTC) if end is None else end
         if at.tzinfo is None:  # a naive end is UTC, not the machine's local time
             at = at.replace(tzinfo=UTC)
-        answers = self.query_many(build_queries(experiment, window, namespace), at)
+        queries = build_queries(experiment, window, namespace)
+        if pre_period is not None and pre_series:
+            pre_window, before = pre_period
+            queries.update(pre_queries(experiment, pre_series, pre_window, before, namespace))
+        answers = self.query_many(queries, at)
         missing: list[tuple[str, str]] = []
         out: dict[str, dict[str, Any]] = {v: {"buckets": {}, "histograms": {}} for v in variants}
 
@@ -312,6 +350,12 @@ class ExperimentMetrics:
                     missing.append((f'{FEATURE_HISTOGRAM}{{feature="{f}"}}', v))
 
         latency = _by_variant(answers["latency_p95_seconds"])
+        # Only the latency non-inferiority guardrail needs these (a ranker image older
+        # than the series has none): absent is not missing here, the analysis holds
+        # when that guardrail is configured and a variant has none.
+        for v, hist in _latency_by_bucket(answers["latency_buckets"]).items():
+            if v in out:
+                out[v]["latency_histogram"] = hist
         requests = _by_variant(answers["requests"])
         errors = _by_variant(answers["errors"])
         exposures = _by_variant(answers["exposures"])
@@ -334,6 +378,11 @@ class ExperimentMetrics:
                 out[v]["exposures"] = exposures[v]
             else:
                 missing.append((EXPOSURES, v))
+
+        for key in pre_series if pre_period is not None else ():
+            for v, values in _buckets_by_variant(answers[PRE + key], BUCKET_SERIES[key]).items():
+                if v in out:
+                    out[v].setdefault("pre_buckets", {})[key] = values
 
         if missing:
             raise MissingSeries(*missing[0], missing=missing)
@@ -486,6 +535,40 @@ def _cumulative(
     return out
 
 
+def _latency_by_bucket(samples: list[Sample]) -> dict[str, dict[str, Any]]:
+    """(variant, bucket, le) cumulative samples -> per variant ``{le, counts}``: the finite
+    upper bounds, and per user bucket (all 64) the per-bin counts with the ``+Inf``
+    overflow last (the analysis' ``latency_histogram``). A bucket without samples is
+    zeros; extrapolation noise (a cumulative count a hair below the previous) clamps to 0.
+    """
+    metric = BUCKET_LATENCY_HISTOGRAM
+    cum: dict[str, dict[int, dict[float, float]]] = {}
+    for labels, value in samples:
+        variant, raw = labels.get("variant", ""), labels.get("bucket", "")
+        if not raw.isdigit() or not 0 <= int(raw) < N_ANALYSIS_BUCKETS:
+            raise BadSeries(metric, variant, f"bucket label {raw!r} not in 0..63")
+        le = float(labels.get("le", "nan"))
+        if math.isnan(le):
+            raise BadSeries(metric, variant, f"bad le label {labels.get('le')!r}")
+        cum.setdefault(variant, {}).setdefault(int(raw), {})[le] = _finite(value, metric, variant)
+    out: dict[str, dict[str, Any]] = {}
+    for variant, per_bucket in cum.items():
+        bounds = sorted({le for b in per_bucket.values() for le in b if math.isfinite(le)})
+        if not bounds or bounds[0] <= 0:
+            raise BadSeries(metric, variant, f"le bounds {bounds} (need positive finite ones)")
+        rows: list[list[float]] = []
+        for b in range(N_ANALYSIS_BUCKETS):
+            series = per_bucket.get(b, {})
+            row, previous = [], 0.0
+            for le in (*bounds, math.inf):
+                c = series.get(le, previous)
+                row.append(max(c - previous, 0.0))
+                previous = max(c, previous)
+            rows.append(row)
+        out[variant] = {"le": bounds, "counts": rows}
+    return out
+
+
 def _by_variant(samples: list[Sample]) -> dict[str, float]:
     return {labels.get("variant", ""): value for labels, value in samples}
 
@@ -524,6 +607,7 @@ def analysis_input(
     elapsed_seconds: float | None = None,
     max_duration_seconds: float | None = None,
     experiment: str | None = None,
+    cuped: bool = False,
 ) -> dict[str, Any]:
     """The whole ``rankexp.analysis.analyze`` payload, validated with ``parse_input``.
 
@@ -549,6 +633,8 @@ def analysis_input(
     }  # fmt: skip
     if experiment is not None:
         payload["experiment"] = experiment
+    if cuped:
+        payload["cuped"] = {"enabled": True}
     if srm_exposures is not None:
         payload["srm_exposures"] = dict(srm_exposures)
     if secondary_metrics is not None:

@@ -8,9 +8,11 @@ name. Skipped, with the reason, only where no Docker engine can be had at all.
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -252,6 +254,43 @@ def action_reasons(cluster: KindCluster, name: str) -> list[str]:
     return [e["reason"] for e in mine]
 
 
+def proxied(cluster: KindCluster, service: str, path: str) -> str:
+    """GET ``path`` of a Service in the release namespace, through the API server's proxy."""
+    result = cluster.kubectl(
+        "get", "--raw", f"/api/v1/namespaces/{SYSTEM}/services/{service}/proxy{path}"
+    )
+    return str(result.stdout)
+
+
+def evidence_in_cluster(cluster: KindCluster, promoted: dict[str, Any]) -> None:
+    """The bundled Prometheus scrapes the operator's evidence (one sample per analysis,
+    stamped with its time), and the chart's experiment page draws it."""
+    selector = f'{{namespace="{NS}",experiment="ab",metric="ctr"}}'
+    query = urllib.parse.urlencode({"query": f"rankexp_analysis_relative_lift{selector}[2h]"})
+    last = calendar.timegm(time.strptime(promoted["analysis"]["time"], "%Y-%m-%dT%H:%M:%SZ"))
+
+    def samples() -> list[list[Any]] | None:
+        answer = json.loads(proxied(cluster, "rankexp-prometheus:9090", f"/api/v1/query?{query}"))
+        result = answer["data"]["result"]
+        values = [v for series in result for v in series["values"]]
+        return values if any(float(t) == last for t, _ in values) else None
+
+    values = wait_until(samples, "the last analysis in the bundled Prometheus", 60, cluster)
+    (series,) = json.loads(proxied(cluster, "rankexp-prometheus:9090", f"/api/v1/query?{query}"))[
+        "data"
+    ]["result"]
+    assert "instance" not in series["metric"], series["metric"]  # one series across replicas
+    ctr = next(c for c in promoted["analysis"]["comparisons"]
+               if (c["variant"], c["metric"]) == ("treatment", "ctr"))  # fmt: skip
+    assert {float(t): float(v) for t, v in values}[last] == ctr["relativeLift"]
+    page = proxied(cluster, "rankexp-page:80", f"/experiments/{NS}/ab")
+    assert page.count('class="ci-point"') == len(values), page[:2000]
+    assert 'id="decision"' in page and "Promoted" in page
+    listing = proxied(cluster, "rankexp-page:80", "/")
+    assert f"/experiments/{NS}/ab" in listing
+    log(f"evidence: {len(values)} analyses of ab in the bundled Prometheus and on the page")
+
+
 def test_helm_install_then_promote_then_roll_back_then_uninstall(
     cluster: KindCluster, prepared: Prepared, gitops_health: Any, tmp_path: Path
 ) -> None:
@@ -263,12 +302,14 @@ def test_helm_install_then_promote_then_roll_back_then_uninstall(
         "--set-json", "operator.intervalScale=0.1", "--set", "operator.tickSeconds=2",
         "--set", f"operator.image.tag={prepared.image('rankexp-operator').rsplit(':', 1)[1]}",
         "--set", f"prometheus.image.tag={prepared.image('rankexp-prometheus').rsplit(':', 1)[1]}",
+        "--set", "page.enabled=true",
     )  # fmt: skip
     deployments = json.loads(cluster.kubectl("get", "deploy", "-n", SYSTEM, "-o", "json").stdout)
     assert {
         d["metadata"]["name"]: d["status"].get("readyReplicas") for d in deployments["items"]
     } == {
         "rankexp-operator": 2,
+        "rankexp-page": 1,
         "rankexp-prometheus": 1,
     }
     pods = cluster.kubectl("get", "pods", "-n", SYSTEM, "-l",
@@ -318,6 +359,7 @@ def test_helm_install_then_promote_then_roll_back_then_uninstall(
     assert analysis["decision"] == "Promote" and analysis["pValue"] < 0.05 and analysis["lift"] > 0
     assert all(g["ok"] for g in analysis["guardrails"])
     assert analysis["srmPValue"] > 0.001
+    evidence_in_cluster(cluster, promoted)
     # the loser goes to 0 replicas once the router runs the final routing
     wait_until(
         lambda: (

@@ -8,7 +8,8 @@ Order of the rules (the first that applies wins):
    ``min_samples_per_variant`` in some variant. Missing data never promotes
    or rolls back.
 2. Rollback: a treatment breaches a guardrail (above an absolute limit, or
-   shown inferior to control beyond a non-inferiority margin), loses significantly on
+   shown inferior to control beyond a non-inferiority margin, or its p95 latency shown
+   above control's by more than ``latency_max_increase_ms``), loses significantly on
    the primary metric (Holm across treatments) or on a secondary metric
    (Holm across secondary metrics x treatments), or drifts when the drift
    action is ``rollback``.
@@ -28,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from rankexp.analysis.cuped import cuped
 from rankexp.analysis.drift import ks_binned, psi
 from rankexp.analysis.models import METRICS, AnalysisInput, VariantData, parse_input
 from rankexp.analysis.power import design_effect, required_samples, required_samples_per_variant
+from rankexp.analysis.quantile import quantile_difference
 from rankexp.analysis.sequential import (
     cs_half_width,
     mixing_variance,
@@ -170,6 +173,7 @@ def analyze(payload: Mapping[str, Any] | AnalysisInput) -> dict[str, Any]:
     holds: list[tuple[str, str]] = []  # (reason code, message), in rule order
     metric_names = [m.primary_metric, *m.secondaries()]
     estimates = _estimates(m, metric_names, holds)
+    cuped_out = _cuped(m, estimates) if m.cuped.enabled else None
     comparisons = _comparisons(m, metric_names, estimates)
     adjusted = _holm_families(m, metric_names, comparisons)
     srm_out = _srm(m, holds)
@@ -179,6 +183,9 @@ def analyze(payload: Mapping[str, Any] | AnalysisInput) -> dict[str, Any]:
     ni_out, ni_breaches = _non_inferiority(m, guardrail_estimates, holds)
     guardrails_out += ni_out
     breaches += ni_breaches
+    lat_out, lat_breaches = _latency_guardrails(m, holds)
+    guardrails_out += lat_out
+    breaches += lat_breaches
     drift_out, drifted = _drift(m, holds)
 
     decision, code, reason, winner = _decide(
@@ -188,7 +195,7 @@ def analyze(payload: Mapping[str, Any] | AnalysisInput) -> dict[str, Any]:
         decision, code, reason, m.elapsed_seconds, m.max_duration_seconds
     )
 
-    return {
+    out = {
         "decision": decision,
         "reason_code": code,
         "reason": reason,
@@ -205,6 +212,46 @@ def analyze(payload: Mapping[str, Any] | AnalysisInput) -> dict[str, Any]:
         "guardrails": guardrails_out,
         "power": _power(m, estimates),
     }
+    if cuped_out is not None:
+        out["cuped"] = cuped_out
+    return out
+
+
+def _cuped(m: AnalysisInput, estimates: Estimates) -> dict[str, Any]:
+    """CUPED on the primary metric: replaces its estimates in place when a pre-period is
+    there, and returns the record (applied or not, and why)."""
+    metric = m.primary_metric
+    num, den, _ = METRICS[metric]
+    out: dict[str, Any] = {"enabled": True, "metric": metric, "applied": False}
+    if any(estimates[metric][v] is None for v in m.variants):
+        out["reason"] = f"no {metric} estimate for every variant yet"
+        return out
+    current = {v: (d.buckets[num], d.buckets[den]) for v, d in m.variants.items()}
+    pre = {
+        v: (d.pre_buckets[num], d.pre_buckets[den])
+        if num in d.pre_buckets and den in d.pre_buckets
+        else None
+        for v, d in m.variants.items()
+    }
+    adjusted = cuped(current, pre)
+    out["reason"] = adjusted.reason
+    if not adjusted.applied or adjusted.estimates is None:
+        return out
+    unadjusted = {v: estimates[metric][v] for v in m.variants}
+    for v, pair in adjusted.estimates.items():
+        estimates[metric][v] = pair
+    out.update(
+        applied=True,
+        theta=_num(adjusted.theta),
+        rho=_num(adjusted.rho),
+        variance_reduction={v: _num(r) for v, r in (adjusted.variance_reduction or {}).items()},
+        unadjusted={
+            v: {"estimate": _num(e[0]), "std_error": _num(math.sqrt(e[1]))}
+            for v, e in unadjusted.items()
+            if e is not None
+        },
+    )
+    return out
 
 
 PLANNING_POWER = 0.8
@@ -537,6 +584,57 @@ def _non_inferiority(
                 f"{t} {metric} relative lift {_fmt_pct(res[0])} is below "
                 f"-{100.0 * margin:.2f}% (non-inferiority, one-sided adjusted p "
                 f"{adjusted[(metric, t)]:.3g} <= {m.alpha:g})"
+            )
+    return record, breaches
+
+
+def _latency_guardrails(
+    m: AnalysisInput, holds: list[tuple[str, str]]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Latency non-inferiority (``latency_max_increase_ms``): each treatment's p95 minus
+    control's, with a bucket-bootstrap interval (:mod:`rankexp.analysis.quantile`) at the
+    two-sided level ``1 - alpha / k`` for ``k`` treatments, i.e. one-sided ``alpha / (2k)``
+    per end. Breached when the interval's lower end is above the margin (shown slower by
+    more than it). A variant without a latency histogram, or with no request in it, holds
+    (never breaches). Returns (record, breaches)."""
+    margin = m.latency_max_increase_ms
+    if margin is None:
+        return [], []
+    treatments = _treatments(m)
+    alpha_one_sided = m.alpha / (2.0 * max(len(treatments), 1))
+    ctl = m.variants[m.control].latency_histogram
+    record: list[dict[str, Any]] = []
+    breaches: list[str] = []
+    for t in treatments:
+        trt = m.variants[t].latency_histogram
+        entry: dict[str, Any] = {
+            "metric": "latency_p95_ms",
+            "variant": t,
+            "value": None,
+            "limit": margin,
+            "ok": None,
+            "kind": "latency_non_inferiority",
+            "ci_low": None,
+            "ci_high": None,
+        }
+        record.append(entry)
+        if ctl is None or trt is None:
+            missing = ", ".join(v for v, h in ((m.control, ctl), (t, trt)) if h is None)
+            holds.append(("MissingData", f"no latency histogram for {missing}"))
+            continue
+        diff = quantile_difference(ctl.le, ctl.counts, trt.counts, alpha_one_sided=alpha_one_sided)
+        if diff is None:
+            holds.append(("MissingData", f"no request in the latency histogram of {t} or "
+                          f"{m.control}"))  # fmt: skip
+            continue
+        low, high = 1000.0 * diff.ci[0], 1000.0 * diff.ci[1]
+        value = 1000.0 * diff.difference
+        entry.update(value=_num(value), ci_low=_num(low), ci_high=_num(high), ok=not low > margin)
+        if low > margin:
+            breaches.append(
+                f"{t} latency_p95_ms is {value:+.1f} ms against {m.control} "
+                f"(interval [{low:+.1f}, {high:+.1f}] ms) > +{margin:g} ms "
+                f"(latency non-inferiority)"
             )
     return record, breaches
 

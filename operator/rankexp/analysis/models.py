@@ -36,6 +36,9 @@ Margin = Annotated[float, Field(strict=True, ge=0, lt=1, allow_inf_nan=False)]
 
 #: Keys of a guardrails-list entry that ask for a non-inferiority check.
 _MARGIN_KEYS = ("nonInferiorityMargin", "non_inferiority_margin")
+#: Keys of a latency_p95_ms entry that bound its p95 increase over control (ms).
+_INCREASE_KEYS = ("maxIncreaseMs", "max_increase_ms")
+LATENCY_P95 = "latency_p95_ms"
 
 #: Duration strings (key) accepted in place of the seconds fields (value).
 DURATION_FIELDS = {"max_duration": "max_duration_seconds", "elapsed": "elapsed_seconds"}
@@ -108,6 +111,16 @@ class Histogram(BaseModel):
     counts: list[Count] = Field(min_length=1)
 
 
+class LatencyHistogram(BaseModel):
+    """Request latency per user bucket: ``counts[bucket]`` holds ``len(le) + 1`` per-bin
+    counts (not cumulative) over the upper bounds ``le`` (seconds); the last bin is the
+    overflow above ``le[-1]`` (Prometheus' ``+Inf``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    le: list[Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]] = Field(min_length=1)
+    counts: list[list[Count]] = Field(min_length=2)
+
+
 class VariantData(BaseModel):
     """Counters of one variant over the analysis window.
 
@@ -123,7 +136,12 @@ class VariantData(BaseModel):
     latency_p95_ms: Count | None = None
     error_rate: Count | None = None
     buckets: dict[str, list[Count]] = Field(default_factory=dict)
+    #: The same series' per-bucket sums over a window before the experiment started
+    #: (CUPED's covariate); only the primary metric's numerator and denominator are used.
+    pre_buckets: dict[str, list[Count]] = Field(default_factory=dict)
     histograms: dict[str, Histogram] = Field(default_factory=dict)
+    #: For the latency non-inferiority guardrail (``latency_max_increase_ms``).
+    latency_histogram: LatencyHistogram | None = None
 
     def scalar(self, name: str) -> float | None:
         """A guardrail value: a field, an extra field, or error_rate derived."""
@@ -158,6 +176,15 @@ class DriftConfig(BaseModel):
         return self.histograms is None or name in self.histograms
 
 
+class CupedConfig(BaseModel):
+    """CUPED on the primary metric (:mod:`rankexp.analysis.cuped`): with ``enabled``, the
+    variants' ``pre_buckets`` adjust the estimates; without a pre-period the analysis runs
+    unadjusted and says why."""
+
+    model_config = ConfigDict(extra="ignore")
+    enabled: bool = False
+
+
 class AnalysisInput(BaseModel):
     """One analysis request, shaped like the Experiment's ``spec.analysis``
     plus the counters read from Prometheus."""
@@ -174,6 +201,10 @@ class AnalysisInput(BaseModel):
     #: Non-inferiority against control: metric -> relative margin. Filled
     #: from the guardrails list's ``{metric, nonInferiorityMargin}`` entries.
     non_inferiority: dict[MetricName, Margin] = Field(default_factory=dict)
+    #: Latency non-inferiority: a treatment's p95 may be at most this many ms above
+    #: control's (bucket-bootstrap interval, :mod:`rankexp.analysis.quantile`). Filled
+    #: from the guardrails list's ``{metric: latency_p95_ms, maxIncreaseMs}`` entry.
+    latency_max_increase_ms: Count | None = None
     min_samples_per_variant: Count = 1000
     srm_p_value: Annotated[float, Field(ge=0, lt=1)] = 0.001
     #: Exposures for the sample-ratio check, when they differ from ``variants.*.exposures``
@@ -181,6 +212,7 @@ class AnalysisInput(BaseModel):
     #: still switches); ``weights`` are then the split those exposures should follow.
     srm_exposures: dict[str, Count] | None = None
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    cuped: CupedConfig = Field(default_factory=CupedConfig)
     mde: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.05
     elapsed_seconds: Count | None = None
     max_duration_seconds: Count | None = None
@@ -198,6 +230,8 @@ class AnalysisInput(BaseModel):
         if isinstance(out.get("guardrails"), list):
             limits, margins = _split_guardrails(out["guardrails"])
             out["guardrails"] = limits
+            if LATENCY_P95 in margins:
+                out["latency_max_increase_ms"] = margins.pop(LATENCY_P95)
             out["non_inferiority"] = {**dict(out.get("non_inferiority") or {}), **margins}
         _normalise_durations(out)
         return out
@@ -234,20 +268,27 @@ def _normalise_durations(out: dict[str, Any]) -> None:
 
 
 def _split_guardrails(items: list[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The CRD's guardrails list as ({metric: max}, {metric: margin})."""
+    """The CRD's guardrails list as ({metric: max}, {metric: margin}); a
+    ``{metric: latency_p95_ms, maxIncreaseMs}`` entry is the margin of ``latency_p95_ms``
+    (in ms, absolute, not relative)."""
     limits: dict[str, Any] = {}
     margins: dict[str, Any] = {}
     for i, item in enumerate(items):
         keys = [k for k in _MARGIN_KEYS if isinstance(item, Mapping) and k in item]
+        increase = [k for k in _INCREASE_KEYS if isinstance(item, Mapping) and k in item]
         if (
             not isinstance(item, Mapping)
             or "metric" not in item
-            or ("max" not in item and not keys)
+            or ("max" not in item and not keys and not increase)
         ):
             raise _field_error(
                 "guardrails",
-                f"item {i} must be {{metric, max}} or {{metric, nonInferiorityMargin}}",
+                f"item {i} must be {{metric, max}}, {{metric, nonInferiorityMargin}} or "
+                "{metric: latency_p95_ms, maxIncreaseMs}",
             )
+        if increase:
+            margins[LATENCY_P95] = _max_increase(i, item, increase[0])
+            continue
         if not keys:
             limits[str(item["metric"])] = item["max"]
             continue
@@ -267,6 +308,31 @@ def _split_guardrails(items: list[Any]) -> tuple[dict[str, Any], dict[str, Any]]
             )
         margins[metric] = float(margin)
     return limits, margins
+
+
+def _max_increase(i: int, item: Mapping[str, Any], key: str) -> float:
+    """A ``{metric: latency_p95_ms, maxIncreaseMs}`` entry's margin, validated."""
+    where = f"guardrails[{i}]"
+    others = [k for k in ("max", *_MARGIN_KEYS) if k in item]
+    if others:
+        raise _field_error(where, f"give {key} or {others[0]}, not both")
+    if item["metric"] != LATENCY_P95:
+        raise _field_error(
+            f"{where}.metric", f"{key} is for {LATENCY_P95} only, got {item['metric']!r}"
+        )
+    value = item[key]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise _field_error(
+            f"{where}.{key}",
+            f"must be a non-negative number of milliseconds (20 = treatment p95 at most "
+            f"20 ms above control's), got {value!r}",
+        )
+    return float(value)
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -339,6 +405,12 @@ def _check(m: AnalysisInput) -> None:
                     f"{where}.buckets.{series}",
                     f"has {len(values)} buckets, {first} has {length}",
                 )
+        for series, values in v.pre_buckets.items():
+            if length is not None and len(values) != length:
+                raise InputError(
+                    f"{where}.pre_buckets.{series}",
+                    f"has {len(values)} buckets, {first} has {length}",
+                )
         for hname, h in v.histograms.items():
             hwhere = f"{where}.histograms.{hname}"
             if len(h.edges) != len(h.counts) + 1:
@@ -351,8 +423,26 @@ def _check(m: AnalysisInput) -> None:
             ref = m.variants[m.control].histograms.get(hname)
             if ref is not None and ref.edges != h.edges:
                 raise InputError(f"{hwhere}.edges", f"differ from variants.{m.control}'s")
+        _check_latency_histogram(m, vname, v.latency_histogram)
 
     check_guardrail_metrics(m.guardrails, m.variants)
+
+
+def _check_latency_histogram(m: AnalysisInput, vname: str, h: LatencyHistogram | None) -> None:
+    if h is None:
+        return
+    where = f"variants.{vname}.latency_histogram"
+    if any(b <= a for a, b in zip(h.le, h.le[1:], strict=False)):
+        raise InputError(f"{where}.le", "must increase strictly")
+    for b, row in enumerate(h.counts):
+        if len(row) != len(h.le) + 1:
+            raise InputError(
+                f"{where}.counts[{b}]",
+                f"needs len(le) + 1 = {len(h.le) + 1} bins (the last is +Inf), got {len(row)}",
+            )
+    ref = m.variants[m.control].latency_histogram
+    if ref is not None and ref.le != h.le:
+        raise InputError(f"{where}.le", f"differs from variants.{m.control}'s")
 
 
 def check_guardrail_metrics(

@@ -27,7 +27,7 @@ KUBE_VERSION = "1.36.3"
 PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
 ALL_ON = [
     "--set", "prometheus.enabled=true", "--set", "serviceMonitor.enabled=true",
-    "--set", "prometheusRule.enabled=true",
+    "--set", "prometheusRule.enabled=true", "--set", "page.enabled=true",
 ]  # fmt: skip
 
 
@@ -96,6 +96,7 @@ def test_defaults_and_options(helm: Path) -> None:
         ("Deployment", "rankexp-operator"),
         ("Role", "rankexp-operator-leader"),
         ("RoleBinding", "rankexp-operator-leader"),
+        ("Service", "rankexp-operator-metrics"),
         ("ServiceAccount", "rankexp-operator"),
     ]
     docs = {(d["kind"], d["metadata"]["name"]): d for d in render(helm, *ALL_ON)}
@@ -137,6 +138,18 @@ def test_defaults_and_options(helm: Path) -> None:
     targets = {r.get("target_label"): r.get("source_labels") for r in relabel}
     assert targets["namespace"] == ["__meta_kubernetes_namespace"]
     assert targets["experiment"] == ["__meta_kubernetes_pod_label_rankexp_io_experiment"]
+    # the operator is scraped too (its evidence series), through the headless Service's
+    # DNS, keeping one series per Experiment across replicas (no instance label)
+    operator_job = next(j for j in config["scrape_configs"] if j["job_name"] == "rankexp-operator")
+    (sd,) = operator_job["dns_sd_configs"]
+    assert sd["names"] == ["rankexp-operator-metrics.rankexp-system.svc"] and sd["port"] == 8080
+    (drop,) = operator_job["metric_relabel_configs"]
+    assert (drop["target_label"], drop["replacement"]) == ("instance", "")
+    service = docs[("Service", "rankexp-operator-metrics")]["spec"]
+    assert service["clusterIP"] == "None" and service["selector"][
+        "app.kubernetes.io/component"] == "operator"  # fmt: skip
+    monitor = docs[("PodMonitor", "rankexp-operator")]["spec"]
+    assert monitor["podMetricsEndpoints"][0]["port"] == "http"
     rules = docs[("PrometheusRule", "rankexp-ranking")]["spec"]["groups"][0]["rules"]
     assert [r["alert"] for r in rules] == ["high_latency", "high_error_rate", "low_cache_hit",
                                            "model_drift"]  # fmt: skip
@@ -167,6 +180,55 @@ def test_the_rbac_grants_only_what_the_operator_uses(helm: Path) -> None:
     assert ("rankexp.io", "experiments", "update") not in granted  # never writes spec
 
 
+def test_the_page_is_optional_and_only_reads(helm: Path) -> None:
+    """page.enabled: the experiment page's Deployment, Service, ServiceAccount and a role
+    that may only read Experiments and Events; nothing of it by default."""
+    assert not [d for d in render(helm) if "-page" in d["metadata"]["name"]]
+    for values, kind, namespace in (
+        (ALL_ON, "ClusterRole", None),
+        (["--set", "page.enabled=true", "--set", "operator.watchNamespace=team-a",
+          "--set", "operator.prometheusUrl=http://prom.monitoring:9090"], "Role", "team-a"),
+    ):  # fmt: skip
+        docs = {(d["kind"], d["metadata"]["name"]): d for d in render(helm, *values)}
+        page = {k: d for k, d in docs.items() if k[1] == "rankexp-page"}
+        assert sorted(page) == sorted([("ServiceAccount", "rankexp-page"), (kind, "rankexp-page"),
+            (f"{kind}Binding", "rankexp-page"), ("Deployment", "rankexp-page"),
+            ("Service", "rankexp-page")])  # fmt: skip
+        role = page[(kind, "rankexp-page")]
+        assert role["metadata"].get("namespace") == namespace
+        granted = {
+            (group, resource, verb)
+            for rule in role["rules"]
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+            for verb in rule["verbs"]
+        }
+        assert {verb for _, _, verb in granted} <= {"get", "list", "watch"}
+        assert {(g, r) for g, r, _ in granted} == {("rankexp.io", "experiments"), ("", "events")}
+        binding = page[(f"{kind}Binding", "rankexp-page")]
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rankexp-page",
+                                        "namespace": "rankexp-system"}]  # fmt: skip
+        assert binding["roleRef"]["name"] == "rankexp-page"
+        spec = page[("Deployment", "rankexp-page")]["spec"]["template"]["spec"]
+        assert spec["serviceAccountName"] == "rankexp-page"
+        (container,) = spec["containers"]
+        command = container["command"]
+        assert command[:3] == ["python3", "-m", "rankexp.dashboard"]
+        assert {"--in-cluster", "--listen=0.0.0.0:8080"} <= set(command)
+        assert container["image"] == docs[("Deployment", "rankexp-operator")]["spec"][
+            "template"]["spec"]["containers"][0]["image"]  # fmt: skip
+        assert container["securityContext"]["readOnlyRootFilesystem"]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+        service = page[("Service", "rankexp-page")]["spec"]
+        assert service["ports"][0]["targetPort"] == "http"
+        if namespace is None:
+            assert "--all-namespaces" in command
+            assert "--prometheus-url=http://rankexp-prometheus.rankexp-system.svc:9090" in command
+        else:
+            assert "--namespace=team-a" in command
+            assert "--prometheus-url=http://prom.monitoring:9090" in command
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
@@ -174,6 +236,7 @@ def test_the_rbac_grants_only_what_the_operator_uses(helm: Path) -> None:
         ("operator.logLevel=loud", "logLevel"),
         ("prometheus.scrapeInterval=often", "scrapeInterval"),
         ("nonsense=1", "nonsense"),
+        ("page.refreshSeconds=-1", "refreshSeconds"),
     ],
 )
 def test_values_schema_rejects_bad_values(helm: Path, value: str, message: str) -> None:

@@ -14,7 +14,7 @@ import sys
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from ranker.hashing import N_ANALYSIS_BUCKETS, analysis_bucket
+from ranker.metrics import BUCKET_LATENCY_BUCKETS
 from rankexp.analysis import DECISIONS, analyze, parse_input
 from rankexp.local.cluster import Process, free_ports, wait_for
 from rankexp.local.prom import LocalPrometheus
@@ -227,8 +228,23 @@ def test_read_returns_what_was_sent(
 
     wait_for(enough_samples, timeout=30, what="six samples of ranking_requests_total")
 
+    began = datetime.now(UTC)
     with ExperimentMetrics(prometheus.url) as reader:
         data = reader.read(exp, list(VARIANTS), "5m", namespace="default")
+        # CUPED's pre-period: the same series over a window ending at a given start, read
+        # with `@` in the same request. Ending now, it is the window just read; ending
+        # before the series existed, there is none (left out, not zeros or missing data).
+        now = datetime.now(UTC)
+        pre = reader.read(exp, list(VARIANTS), "5m", now, namespace="default",
+                          pre_period=(timedelta(minutes=5), now),
+                          pre_series=("clicks", "impressions"))  # fmt: skip
+        early = reader.read(exp, list(VARIANTS), "5m", now, namespace="default",
+                            pre_period=(timedelta(minutes=1), began - timedelta(hours=1)),
+                            pre_series=("clicks", "impressions"))  # fmt: skip
+    for v in VARIANTS:
+        assert pre[v]["pre_buckets"] == {k: pre[v]["buckets"][k] for k in ("clicks", "impressions")}
+        assert sum(pre[v]["pre_buckets"]["impressions"]) > 0
+        assert "pre_buckets" not in early[v] and early[v]["buckets"] == pre[v]["buckets"]
 
     assert set(data) == set(VARIANTS)
     for v in VARIANTS:
@@ -260,6 +276,13 @@ def test_read_returns_what_was_sent(
         assert rank_after_baseline[v] <= d["requests"] < 1.5 * (rank_after_baseline[v] + 1)
         assert d["errors"] == 0.0  # no 5xx: the errors series does not exist
         assert d["latency_p95_ms"] is not None and 0.0 < d["latency_p95_ms"] <= 1000.0
+        # the per-user-bucket latency: 64 rows of len(le) + 1 bins, +Inf last
+        lat = d["latency_histogram"]
+        assert lat["le"] == pytest.approx(BUCKET_LATENCY_BUCKETS)
+        assert len(lat["counts"]) == N_ANALYSIS_BUCKETS
+        assert all(len(row) == len(lat["le"]) + 1 for row in lat["counts"])
+        total = sum(map(sum, lat["counts"]))
+        assert total == pytest.approx(d["requests"], rel=0.25)
 
     # exposures: one factor for the router target
     fr = data["control"]["exposures"] / sent.exposures["control"]
@@ -273,6 +296,7 @@ def test_read_returns_what_was_sent(
         method="fixed",
         guardrails=[
             {"metric": "latency_p95_ms", "max": 100},
+            {"metric": "latency_p95_ms", "maxIncreaseMs": 20},
             {"metric": "error_rate", "max": 0.01},
         ],
         drift={"psi": 0.2, "ks_p_value": 0.05, "action": "rollback"},
@@ -283,6 +307,8 @@ def test_read_returns_what_was_sent(
     parse_input(payload)
     record = analyze(payload)
     assert record["decision"] in DECISIONS
+    (lat_guard,) = [g for g in record["guardrails"] if g["kind"] == "latency_non_inferiority"]
+    assert lat_guard["value"] is not None and lat_guard["ci_low"] <= lat_guard["ci_high"]
     assert record["metrics"]["ctr"]["control"]["estimate"] == pytest.approx(
         clicks["control"] / totals["control"], rel=1e-6
     )

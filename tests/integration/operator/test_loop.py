@@ -190,6 +190,7 @@ def evidence_over_time(loop: Loop, name: str, seen: dict[str, dict[str, Any]]) -
         assert (decision, variant, metric) == (a["decision"], "treatment", "ctr"), out
         assert lift == f"{100.0 * c['relativeLift']:+.2f}%", out
     print(f"(a) {len(analysed)} analyses, each one sample per rankexp_analysis_* series")
+    print(out)
 
 
 # ------------------------------------------------------------------------------- (b)
@@ -228,6 +229,39 @@ def test_slow_treatment_is_rolled_back_naming_the_latency_guardrail(
     assert rolled[0]["type"] == "Warning" and "latency_p95_ms" in rolled[0]["message"]
 
 
+#: latency non-inferiority: treatment p95 at most 20 ms above control's (absolute max
+#: high enough that only the comparison can fire)
+LATENCY_NI = [
+    {"metric": "error_rate", "max": 0.01},
+    {"metric": "latency_p95_ms", "max": 1000},
+    {"metric": "latency_p95_ms", "maxIncreaseMs": 20},
+]
+
+
+def test_treatment_50ms_slower_is_rolled_back_by_the_latency_non_inferiority_guardrail(
+    loop: Loop, api_client: Any, model_dirs: dict[str, Path]
+) -> None:
+    kubelet = loop.start_kubelet(
+        api_client, extra_args={"treatment": ["--inject-latency-ms", "50"]}
+    )
+    loop.start_operator()
+    loop.kube.apply(manifest("slow50", model_dirs, analysis={"guardrails": LATENCY_NI}))
+    loop.running("slow50", kubelet)
+    obj = loop.wait("slow50", lambda o: phase(o) == "RolledBack", "RolledBack")
+    status = obj["status"]
+    c = concluded(obj)
+    assert (c["status"], c["reason"]) == ("True", "RolledBack")
+    assert "latency non-inferiority" in c["message"] and "> +20 ms" in c["message"], c
+    (g,) = [g for g in status["analysis"]["guardrails"] if g["kind"] == "latency_non_inferiority"]
+    assert g["ok"] is False and g["variant"] == "treatment" and g["limit"] == 20
+    assert 20 < g["ciLow"] <= g["value"] <= g["ciHigh"], g
+    absolute = next(x for x in status["analysis"]["guardrails"] if x["kind"] == "absolute"
+                    and x["metric"] == "latency_p95_ms")  # fmt: skip
+    assert absolute["ok"] is True  # the +50 ms is far below the 1000 ms limit
+    assert [r for r, _ in action_events(loop.kube, "slow50")] == ["RunStarted", "RolledBack"]
+    print(f"\n(latency) p95 +{g['value']:.1f} ms, interval [{g['ciLow']:.1f}, {g['ciHigh']:.1f}]")
+
+
 # ------------------------------------------------------------------------------- (c)
 
 
@@ -236,12 +270,25 @@ def test_a_a_never_acts_and_ends_inconclusive(
 ) -> None:
     kubelet = loop.start_kubelet(api_client)
     loop.start_operator()
+    # with the latency non-inferiority guardrail too: an A/A run never breaches it
     spec = manifest(
-        "aa", model_dirs, treatment="v1", analysis={"maxDuration": "40s", "alpha": 0.01}
-    )
+        "aa", model_dirs, treatment="v1",
+        analysis={"maxDuration": "40s", "alpha": 0.01, "guardrails": LATENCY_NI},
+    )  # fmt: skip
     loop.kube.apply(spec)
     loop.running("aa", kubelet)
-    obj = loop.wait("aa", lambda o: phase(o) == "Inconclusive", "Inconclusive", timeout=120)
+    latency: list[dict[str, Any]] = []
+
+    def done(o: dict[str, Any]) -> bool:
+        for g in ((o.get("status") or {}).get("analysis") or {}).get("guardrails") or []:
+            if g["kind"] == "latency_non_inferiority" and g not in latency[-1:]:
+                latency.append(g)
+        return phase(o) == "Inconclusive"
+
+    obj = loop.wait("aa", done, "Inconclusive", timeout=120)
+    assert latency and all(g["ok"] is not False for g in latency), latency
+    assert any(g["ok"] is True for g in latency), latency  # evaluated, not only held
+    print(f"\n(aa) latency p95 differences seen: {[round(g['value'], 1) for g in latency]}")
     status = obj["status"]
     assert status["lastAction"]["seq"] == 2, "nothing but the start and the end"
     assert status.get("winner") is None
@@ -251,6 +298,52 @@ def test_a_a_never_acts_and_ends_inconclusive(
     assert "max duration 40s reached" in c["message"]
     assert [r for r, _ in action_events(loop.kube, "aa")] == ["RunStarted", "Inconclusive"]
     assert not loop.kube.events("aa", "Promoted") and not loop.kube.events("aa", "RolledBack")
+
+
+def test_cuped_uses_the_previous_run_as_its_pre_period(
+    loop: Loop, api_client: Any, model_dirs: dict[str, Path]
+) -> None:
+    """CUPED on: the first run has no pre-period (its series start at 0 at startedAt) and
+    runs unadjusted saying why; a new run of the same Experiment (a design change) reads
+    the first run's users as its covariate and applies it."""
+    kubelet = loop.start_kubelet(api_client)
+    loop.start_operator()
+    cuped = {"enabled": True, "preWindow": "10m"}
+    spec = manifest("cu", model_dirs, treatment="v1",
+                    analysis={"maxDuration": "10m", "alpha": 0.01, "cuped": cuped})  # fmt: skip
+    loop.kube.apply(spec)
+    first = loop.running("cu", kubelet)["status"]["startedAt"]
+
+    def with_cuped(o: dict[str, Any]) -> bool:
+        return bool(((o.get("status") or {}).get("analysis") or {}).get("cuped"))
+
+    obj = loop.wait("cu", with_cuped, "an analysis with CUPED", timeout=60)
+    block = obj["status"]["analysis"]["cuped"]
+    assert block["applied"] is False and block["metric"] == "ctr", block
+    assert "pre-period" in block["reason"], block
+    assert block["preWindow"]["end"] == first
+    # let the first run collect a few analyses' worth of users, then change the design
+    hold_for(loop, "cu", 3, lambda o: None)
+    spec["spec"]["analysis"]["alpha"] = 0.02
+    loop.kube.apply(spec)
+
+    def second_run_adjusted(o: dict[str, Any]) -> bool:
+        status = o.get("status") or {}
+        block = (status.get("analysis") or {}).get("cuped") or {}
+        started = status.get("startedAt")
+        return bool(started and started != first and block.get("applied"))
+
+    obj = loop.wait("cu", second_run_adjusted, "a second run with CUPED applied", timeout=90)
+    status = obj["status"]
+    block = status["analysis"]["cuped"]
+    assert block["preWindow"]["end"] == status["startedAt"] > first
+    assert block["theta"] is not None and -1.0 <= block["rho"] <= 1.0
+    assert {v["variant"] for v in block["varianceReduction"]} == {"control", "treatment"}
+    assert (seq(obj), status["lastAction"]["type"]) == (2, "Start")  # the second run's
+    print(
+        f"\n(cuped) second run: theta {block['theta']:.3f}, rho {block['rho']:.3f}, "
+        f"variance reduction {[round(v['value'], 3) for v in block['varianceReduction']]}"
+    )
 
 
 # ------------------------------------------------------------------------------- (d)

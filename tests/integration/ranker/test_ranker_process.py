@@ -68,6 +68,12 @@ def test_ranks_and_feedback_reach_the_metrics(start_ranker, model_dirs: dict[str
     assert _value(s, req, variant=v, model_version=mv, endpoint="rank", code="422") == 1
     assert _value(s, req, variant=v, model_version=mv, endpoint="feedback", code="202") == 3
     assert _value(s, "ranking_latency_seconds_count", variant=v, model_version=mv) == 6
+    # by user bucket: only the five ranks the handler served (not the 422)
+    lat = "ranking_bucket_latency_seconds_count"
+    per = {b: _value(s, lat, variant=v, bucket=str(b)) for b in range(64)}
+    assert sum(per.values()) == 5 and per[analysis_bucket(1)] >= 2
+    # every bucket's series exists from the start (increase() needs a first sample)
+    assert all((lat, frozenset({"variant": v, "bucket": str(b)}.items())) in s for b in range(64))
     assert _value(s, "ranking_score_count", variant=v) == 100
     assert _value(s, "ranking_item_age_hours_count", variant=v) == 100
     assert _value(s, "ranking_unique_categories_count", variant=v) == 5

@@ -187,6 +187,16 @@ def _spec(load_sample: Loader) -> dict[str, Any]:
             ),
             "interleaving takes exactly two variants",
         ),
+        (
+            lambda s: s["analysis"].update(guardrails=[{"metric": "ctr", "maxIncreaseMs": 20}]),
+            "maxIncreaseMs is for latency_p95_ms",
+        ),
+        (
+            lambda s: s["analysis"].update(
+                guardrails=[{"metric": "latency_p95_ms", "max": 100, "maxIncreaseMs": 20}]
+            ),
+            "exactly one of max, nonInferiorityMargin and maxIncreaseMs",
+        ),
     ],
 )
 def test_models_mirror_the_cel_rules(

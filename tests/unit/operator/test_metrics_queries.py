@@ -10,7 +10,9 @@ import pytest
 from rankexp.analysis import analyze, parse_input
 from rankexp.metrics import (
     BUCKET_SERIES,
+    BadSeries,
     MissingSeries,
+    _latency_by_bucket,
     analysis_input,
     build_queries,
     format_window,
@@ -34,6 +36,9 @@ def test_build_queries_exact_promql() -> None:
         "histogram_quantile(0.95, sum by (variant, le) "
         f"(rate(ranking_latency_seconds_bucket{sel}[5m])))"
     )
+    assert q["latency_buckets"] == (
+        f"sum by (variant, bucket, le) (increase(ranking_bucket_latency_seconds_bucket{sel}[5m]))"
+    )
     rank = '{experiment="exp-a",namespace="team",endpoint="rank"}'
     assert q["requests"] == f"sum by (variant) (increase(ranking_requests_total{rank}[5m]))"
     assert q["errors"] == f"sum by (variant) (increase(ranking_errors_total{rank}[5m]))"
@@ -47,6 +52,7 @@ def test_build_queries_covers_every_input() -> None:
         "score",
         "features",
         "latency_p95_seconds",
+        "latency_buckets",
         "requests",
         "errors",
         "exposures",
@@ -183,3 +189,26 @@ def test_combined_queries_label_each_answer_with_its_key() -> None:
         f'label_replace(sum(x), "{QUERY_LABEL}", "a", "", "") or '
         f'label_replace(count(y{{z="1"}}), "{QUERY_LABEL}", "b", "", "")'
     )
+
+
+def test_latency_by_bucket_gives_per_bin_rows_with_inf_last() -> None:
+    def sample(v: str, b: int, le: str, value: float) -> tuple[dict[str, str], float]:
+        return {"variant": v, "bucket": str(b), "le": le}, value
+
+    samples = [
+        sample("c", 0, "0.01", 2.0),
+        sample("c", 0, "0.05", 5.0),
+        sample("c", 0, "+Inf", 6.0),
+        sample("c", 3, "0.01", 1.0),
+        sample("c", 3, "0.05", 0.9),  # extrapolation noise: clamped
+        sample("c", 3, "+Inf", 1.0),
+    ]
+    out = _latency_by_bucket(samples)
+    assert list(out) == ["c"]
+    assert out["c"]["le"] == [0.01, 0.05]
+    rows = out["c"]["counts"]
+    assert len(rows) == 64 and rows[0] == [2.0, 3.0, 1.0] and rows[3] == [1.0, 0.0, 0.0]
+    assert rows[1] == [0.0, 0.0, 0.0]  # a bucket without samples is zeros
+    with pytest.raises(BadSeries, match="bucket label"):
+        _latency_by_bucket([sample("c", 64, "0.01", 1.0)])
+    assert _latency_by_bucket([]) == {}  # absent (an older ranker): not an error here

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
+from ranker.hashing import analysis_bucket
 from ranker.service import RankerSettings, create_app
 
 
@@ -47,6 +48,21 @@ def test_injected_latency_shows_in_the_latency_histogram(model_dirs: dict[str, P
         total = registry.get_sample_value("ranking_latency_seconds_sum", labels)
         count = registry.get_sample_value("ranking_latency_seconds_count", labels)
         assert count == 5 and total is not None and total / count >= 0.060
+        # the per-user-bucket histogram (the latency guardrail's replicates) sees it too
+        by_bucket = {
+            b: registry.get_sample_value(
+                "ranking_bucket_latency_seconds_count", {"variant": "t", "bucket": str(b)}
+            )
+            for b in range(64)
+        }
+        assert sum(c or 0.0 for c in by_bucket.values()) == 5
+        for user in range(5):
+            assert (by_bucket[analysis_bucket(user)] or 0) >= 1
+        below = registry.get_sample_value(
+            "ranking_bucket_latency_seconds_bucket",
+            {"variant": "t", "bucket": str(analysis_bucket(0)), "le": "0.05"},
+        )
+        assert below == 0.0  # every request took over 60 ms
 
 
 def test_no_injection_by_default(model_dirs: dict[str, Path]) -> None:
