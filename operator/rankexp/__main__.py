@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import socket
 import sys
 from collections.abc import Sequence
@@ -90,11 +91,26 @@ def _address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+#: kopf's internal liveness port is chosen at start but bound only once this replica
+#: leads, maybe minutes later: from below the kernel's ephemeral range (32768-60999 by
+#: default), which outgoing connections and bind(0) never take in the meantime.
+LOOPBACK_PORTS = range(20000, 32000)
+
+
 def _loopback_port() -> int:
-    with socket.socket() as probe:
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.choice(LOOPBACK_PORTS)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as probe:  # everything taken: any free port
         probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+        found: int = probe.getsockname()[1]
+        return found
 
 
 def _warm_up() -> None:

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from rankexp.__main__ import _loopback_port
+
 REPO = Path(__file__).resolve().parents[3]
 T = TypeVar("T")
 
@@ -180,11 +182,18 @@ class OperatorProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+_handed_out: set[int] = set()
+
+
 def _free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port for an operator's kopf liveness endpoint, which a replica binds only once it
+    leads, maybe a minute later: as the operator picks its own (below the ephemeral range,
+    so no ranker the kubelet stand-in starts meanwhile can take it; seen once with a
+    bind(0) port: kopf's health reporter failed and the new leader gave the Lease up)."""
+    while (port := _loopback_port()) in _handed_out:
+        pass
+    _handed_out.add(port)
+    return port
 
 
 def wait_for(

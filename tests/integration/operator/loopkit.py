@@ -98,6 +98,7 @@ class Loop:
         self.workdir = workdir
         self.kubelets: list[LocalKubelet] = []
         self.traffic: list[Traffic] = []
+        self.exporting = False
 
     def start_operator(self, export: bool = False) -> None:
         """The operator reading the test's Prometheus; with ``export``, serving /metrics on
@@ -107,6 +108,7 @@ class Loop:
             port = free_port()
             self.operator.extra_args += ["--serve", f"127.0.0.1:{port}"]
             self.prometheus.set_targets(OPERATOR_JOB, [f"127.0.0.1:{port}"])
+            self.exporting = True
         self.operator.env = {"RANKEXP_INTERVAL_SCALE": SCALE, "RANKEXP_READINESS_INTERVAL": "1"}
         self.operator.start()
 
@@ -168,7 +170,8 @@ class Loop:
         for traffic in self.traffic:
             traffic.stop()
         self.operator.stop()
-        self.prometheus.set_targets(OPERATOR_JOB, [])
+        if self.exporting:
+            self.prometheus.set_targets(OPERATOR_JOB, [])
         for kubelet in self.kubelets:
             kubelet.stop()
 
