@@ -420,10 +420,20 @@ def test_restart_midway_converges_without_duplicates(kube: Any, operator: Any) -
     for kind in ("deployments", "services", "configmaps"):
         for child in kube.list_objects(kind, selector()):
             assert len(child["metadata"]["ownerReferences"]) == 1
-    # Exactly one Experiment, and the operator's annotations are under rankexp.io.
-    annotations = exp["metadata"].get("annotations") or {}
+    # Exactly one Experiment, and the operator's annotations are under rankexp.io. The
+    # handler writes status itself; kopf stores the handled spec in a patch of its own
+    # right after the handler returns, so wait for that patch rather than race it.
+    handled = "rankexp.io/last-handled-configuration"
+
+    def stored() -> dict[str, Any] | None:
+        obj: dict[str, Any] | None = kube.get("experiment", NAME)
+        annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+        return obj if handled in annotations else None
+
+    exp = kube.wait_for(stored, "the handled spec stored", operator=operator)
+    annotations = exp["metadata"]["annotations"]
     assert not [k for k in annotations if k.startswith("kopf.zalando.org")]
-    assert "rankexp.io/last-handled-configuration" in annotations
+    assert json.loads(annotations[handled])["spec"]["variants"][2]["name"] == "treatment-b"
 
 
 def test_removing_a_variant_deletes_its_children(kube: Any, operator: Any) -> None:
