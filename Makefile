@@ -57,7 +57,7 @@ demo-down: ## Delete the demo's kind cluster
 
 .PHONY: demo-feed
 demo-feed: models ## Without Kubernetes: serve v2, rank a feed for user 1 and print it beside the ground truth
-	$(PY) -m ranker.demo --model $(MODELS)/v2 --user 1
+	$(PY) -m rankexp.local.feed_demo --model $(MODELS)/v2 --user 1
 
 ##@ Test
 .PHONY: test
@@ -75,10 +75,11 @@ e2e: models envtest gitops-health ## kind e2e: images, node image, helm install,
 	$(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: setup ## ruff + mypy (strict) on the packages
+lint: setup ## ruff, mypy (strict) and the architecture contracts (lint-imports; [tool.importlinter] in pyproject.toml)
 	$(VENV)/bin/ruff check ranker operator tests bench
 	$(VENV)/bin/ruff format --check ranker operator tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 .PHONY: fmt
 fmt: setup ## Apply ruff's formatting and import order

@@ -1,5 +1,5 @@
 """Benchmark: top-50 retrieval against synthetic catalogs of 10k, 100k and 1M items
-(64-dim embeddings), exact scan against the IVF index (ranker.catalog_index), one
+(64-dim embeddings), exact scan against the IVF index (ranker.model.catalog_index), one
 query at a time on one core.
 
 The catalogs look like a two-tower model's item embeddings: items gather around topic
@@ -27,7 +27,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 
-from ranker.catalog_index import ExactIndex, IVFIndex, exact_top_k, recall_at_k  # noqa: E402
+from ranker.model.catalog_index import ExactIndex, IVFIndex, exact_top_k, recall_at_k  # noqa: E402
 
 DIM = 64
 K = 50

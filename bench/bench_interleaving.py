@@ -3,15 +3,15 @@
 Run: ``make bench-interleaving`` (or ``.venv/bin/python bench/bench_interleaving.py``).
 
 In process, no HTTP. The models are loaded the way the ranker loads them
-(``ranker.artifacts.load_snapshot`` + ``ranker.towers.load_towers`` +
-``ranker.engine.RankingEngine``), and each model's top-``k`` feed is precomputed for
-every user of the world (``ranker.data.make_world``, the world the models were
+(``ranker.model.artifacts.load_snapshot`` + ``ranker.model.towers.load_towers`` +
+``ranker.model.engine.RankingEngine``), and each model's top-``k`` feed is precomputed for
+every user of the world (``ranker.world.ground_truth.make_world``, the world the models were
 trained on). Pairs:
 
 * ``v1 vs v2``: the reference models (``make models``; v2 is the stronger).
 * ``v2 vs v2-seed8``: two near-identical models, the v2 profile trained on the same
   world, data and features, differing only by the seed of the weights' initialisation
-  and batch order (``ranker.train.train(..., init_seed=8)``; about 20 s, cached in
+  and batch order (``ranker.model.train.train(..., init_seed=8)``; about 20 s, cached in
   ``.tmp/bench-interleaving/``).
 * ``v2 vs v2``: the same model on both sides, for the A/A false-positive rate.
 
@@ -19,20 +19,20 @@ Click model (the same for both designs): the world's true click probability of
 (user, item), times an examination probability of the position,
 ``1 / log2(position + 2)`` (a position-based model: users look at the top of a feed
 more; ``--position-bias none`` clicks with the true probabilities regardless of
-position, as ``ranker.simulate`` does).
+position, as ``ranker.world.simulate`` does).
 
 Traffic: each repetition draws ``--max-users`` simulated users (each a fresh id whose
 profile is a uniformly drawn user of the world), each making ``1 + Poisson(2)`` feed
 requests of ``k`` items. Ids are hashed as the router and ranker do
-(``ranker.hashing``): the routing bucket splits A/B 50/50 (``ranker.allocation``),
+(``ranker.protocol.hashing``): the routing bucket splits A/B 50/50 (``ranker.route.allocation``),
 the analysis bucket is the 64-way replicate of both analyses.
 
 * A/B: a user sees her arm's model's feed; per bucket, clicks and impressions per
   arm; ``rankexp.analysis.analyze`` with the A/B input (ctr, sequential, alpha).
-* Interleaving: every feed is ``ranker.interleave.team_draft(control list, treatment
+* Interleaving: every feed is ``ranker.route.interleave.team_draft(control list, treatment
   list, k, coin)`` with a fair coin per round (all 2^(k/2) coin sequences are
   precomputed per user, and each feed draws one uniformly); clicks go to the team of
-  the clicked item, ``ranker.interleave.winner`` gives the feed's outcome (feeds with a
+  the clicked item, ``ranker.route.interleave.winner`` gives the feed's outcome (feeds with a
   click only); per bucket, the outcome counts and the clicking users;
   ``rankexp.analysis.analyze`` with the interleaving input.
 
@@ -60,13 +60,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ranker import allocation
-from ranker.artifacts import load_snapshot
-from ranker.data import World, make_world
-from ranker.engine import RankingEngine
-from ranker.hashing import N_ANALYSIS_BUCKETS, analysis_bucket, routing_bucket
-from ranker.interleave import CONTROL, TREATMENT, team_draft, winner
-from ranker.towers import load_towers
+from ranker.model.artifacts import load_snapshot
+from ranker.model.engine import RankingEngine
+from ranker.model.towers import load_towers
+from ranker.protocol.hashing import N_ANALYSIS_BUCKETS, analysis_bucket, routing_bucket
+from ranker.route import allocation
+from ranker.route.interleave import CONTROL, TREATMENT, team_draft, winner
+from ranker.world.ground_truth import World, make_world
 from rankexp.analysis import analyze
 
 B = N_ANALYSIS_BUCKETS
@@ -85,7 +85,7 @@ def near_identical_model(models: Path, cache: Path, init_seed: int) -> Path:
     out = cache / f"v2-seed{init_seed}"
     if (out / "metadata.json").is_file():
         return out
-    from ranker.train import train
+    from ranker.model.train import train
 
     world_seed = int(json.loads((models / "v2" / "metadata.json").read_text())["world_seed"])
     t0 = time.perf_counter()
@@ -216,7 +216,7 @@ def simulate_interleaving(
     rng: np.random.Generator, tr: Traffic, il: Interleaved
 ) -> tuple[FloatArray, FloatArray, FloatArray, float]:
     """Cumulative outcomes as (outcome, look, bucket), clicking users per look, and the
-    per-feed check that the vectorised winner matches ``ranker.interleave.winner``."""
+    per-feed check that the vectorised winner matches ``ranker.route.interleave.winner``."""
     u = tr.req_user
     pattern = rng.integers(0, il.probs.shape[1], len(u))
     p = il.probs[tr.profile[u], pattern]

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from ranker.metrics import BUCKET_LATENCY_BUCKETS
+from ranker.serve.metrics import BUCKET_LATENCY_BUCKETS
 from rankexp.analysis.quantile import N_RESAMPLES, breaches, quantile_difference
 
 LE = np.asarray(BUCKET_LATENCY_BUCKETS)

@@ -30,8 +30,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ranker.data import make_world
-from ranker.simulate import DEFAULT_RATE, Simulator
+from ranker.world.ground_truth import make_world
+from ranker.world.simulate import DEFAULT_RATE, Simulator
 from rankexp.api import GROUP, VERSION
 from rankexp.local.cluster import LocalCluster, Process, ensure_binaries
 from rankexp.local.kubelet import LocalKubelet

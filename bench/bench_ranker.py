@@ -25,8 +25,8 @@ request into RankRequest and answers with a JSONResponse of a prebuilt 50-item d
 (request counter and latency histogram), the user-embedding cache look-up and its
 counters, the exact top-50 over the catalog (a 10k x 32 matrix-vector product and a
 partial selection), recording the response for the quality monitor (computed in
-batches of 256 and before every scrape: ranker.quality), and the JSON of its 50
-items (ranker.feed_json). On 2 cores the load generator shares the machine with the
+batches of 256 and before every scrape: ranker.serve.quality), and the JSON of its 50
+items (ranker.serve.feed_json). On 2 cores the load generator shares the machine with the
 server, so the figures move by 10-20 % from run to run: compare runs, not digits.
 """
 

@@ -15,7 +15,7 @@ that grow linearly in time: an A/A world, so no Experiment ends during the run.
 
 Per size, after the Experiments are Running and a warm-up of one interval, for
 ``--minutes`` it reads the operator's own metrics (``rankexp_operator_*``, see
-:mod:`rankexp.telemetry`) at the start and end of the window and prints:
+:mod:`rankexp.runtime.telemetry`) at the start and end of the window and prints:
 
 * reconcile and tick latency p50/p99 (the histograms' deltas, interpolated as
   ``histogram_quantile`` does), analysis ticks separately;
@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from ranker.metrics import FEATURE_BUCKETS, LATENCY_BUCKETS, SCORE_BUCKETS
+from ranker.serve.metrics import FEATURE_BUCKETS, LATENCY_BUCKETS, SCORE_BUCKETS
 from rankexp.api import GROUP, VERSION
 from rankexp.local.cluster import LocalCluster, Process, ensure_binaries, free_ports
 from rankexp.local.prom import LocalPrometheus

@@ -15,11 +15,11 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from ranker import limits
-from ranker.api import RankRequest, RankResponse
-from ranker.data import CATEGORIES
-from ranker.limits import BodyLimit, Limits
-from ranker.service import _JSONRoute
+from ranker.protocol import limits
+from ranker.protocol.limits import BodyLimit, Limits
+from ranker.protocol.schemas import RankRequest, RankResponse
+from ranker.serve.app import _JSONRoute
+from ranker.world.ground_truth import CATEGORIES
 
 
 def prebuilt(n: int = 50) -> dict[str, Any]:

@@ -59,7 +59,7 @@ wrapper ranker ranker ranker.cli
 wrapper ranker rankexp rankexp.cli
 wrapper operator rankexp-operator rankexp
 wrapper operator rankexp rankexp.cli
-wrapper operator rankexp-podsd rankexp.podsd
+wrapper operator rankexp-podsd rankexp.runtime.podsd
 cp "$here/ranker/Dockerfile" "$ctx/ranker/Dockerfile"
 cp "$here/operator/Dockerfile" "$ctx/operator/Dockerfile"
 cp "$here/prometheus/Dockerfile" "$ctx/prometheus/Dockerfile"

@@ -8,11 +8,11 @@ import logging
 import sys
 from pathlib import Path
 
-from ranker import limits
+from ranker.protocol import limits
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ranker.train import train
+    from ranker.model.train import train
 
     meta = train(args.profile, Path(args.out), seed=args.seed, version=args.version)
     m = meta["offline_metrics"]
@@ -24,7 +24,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
-    from ranker.model import ModelLoadError, export_onnx
+    from ranker.model.network import ModelLoadError, export_onnx
 
     for uri in args.models:
         try:
@@ -37,9 +37,9 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ranker.data import make_world
-    from ranker.model import ModelLoadError, load_model_dir
-    from ranker.train import expected_ctr
+    from ranker.model.network import ModelLoadError, load_model_dir
+    from ranker.model.train import expected_ctr
+    from ranker.world.ground_truth import make_world
 
     rows = []
     worlds: dict[int, object] = {}
@@ -77,7 +77,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
-    from ranker.service import RankerSettings, create_app
+    from ranker.serve.app import RankerSettings, create_app
 
     try:
         settings = RankerSettings(
@@ -120,7 +120,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_route(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ranker.router import Router
+    from ranker.route.router import Router
 
     try:
         bounds = limits.from_args(args)
@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_arguments(r)
     r.set_defaults(func=_cmd_route)
 
-    from ranker import simulate
+    from ranker.world import simulate
 
     m = sub.add_parser("simulate", help="ground-truth users request feeds and react to them")
     simulate.add_arguments(m)

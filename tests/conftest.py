@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ranker.model import METADATA_FILE
+from ranker.model.network import METADATA_FILE
 from rankexp.local.cluster import Process, free_ports, wait_for
 from rankexp.local.probe import http_status
 from rankexp.local.prom import LocalPrometheus
@@ -28,7 +28,7 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for profile in ("v1", "v2"):
         path = root / profile
         if not (path / METADATA_FILE).is_file():
-            from ranker.train import train
+            from ranker.model.train import train
 
             path = tmp_path_factory.mktemp("models") / profile
             train(profile, path)

@@ -1,7 +1,7 @@
 """Interleaving experiments: the preference share and its decision (pure, no I/O).
 
 In an interleaving experiment each interleaved user sees one feed merged from both variants'
-rankings by team draft (``ranker.interleave``), and each click credits the team that
+rankings by team draft (``ranker.route.interleave``), and each click credits the team that
 contributed the clicked item. The router counts, for each served interleaved feed with
 at least one click, which team got more clicks (``control``, ``treatment`` or ``tie``),
 per 64-way user bucket (``router_interleaving_outcomes_total``), and the users seen
@@ -65,7 +65,7 @@ from rankexp.analysis.sequential import cs_half_width, msprt_p_value
 from rankexp.analysis.stats import fixed_test, ratio_estimate
 
 MODES = ("ab", "interleaving")
-#: The router's user buckets (``ranker.hashing.N_ANALYSIS_BUCKETS``).
+#: The router's user buckets (``ranker.protocol.hashing.N_ANALYSIS_BUCKETS``).
 N_BUCKETS = 64
 OUTCOMES = ("control", "treatment", "tie")
 PRIMARY_METRIC = "preference"

@@ -10,5 +10,5 @@ Everything here runs real processes on 127.0.0.1 for tests, benchmarks and demos
   that runs an Experiment's Deployments as local processes;
 * :mod:`rankexp.local.probe`: HTTP readiness probes.
 
-The operator (:mod:`rankexp.handlers` and what it calls) never imports this package.
+The operator (:mod:`rankexp.runtime.handlers` and what it calls) never imports this package.
 """

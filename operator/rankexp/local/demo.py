@@ -24,9 +24,9 @@ from typing import Any
 
 import yaml
 
+from rankexp.cli.status import render
 from rankexp.local.cluster import cache_root
 from rankexp.local.kind import REPO, DockerUnavailable, KindCluster, Prepared, prepare
-from rankexp.statusview import render
 
 CLUSTER = "rankexp-demo"
 RELEASE = "rankexp"

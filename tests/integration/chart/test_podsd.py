@@ -1,4 +1,4 @@
-"""rankexp.podsd against the real API server: the HTTP service discovery the bundled
+"""rankexp.runtime.podsd against the real API server: the HTTP service discovery the bundled
 Prometheus uses in place of kubernetes_sd_configs (Debian's build lacks it)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from rankexp.local.cluster import free_ports
-from rankexp.podsd import Discovery, make_handler, target_groups
+from rankexp.runtime.podsd import Discovery, make_handler, target_groups
 
 pytestmark = pytest.mark.integration
 

@@ -260,7 +260,7 @@ def test_the_operator_uses_every_verb_it_is_granted_and_leaks_no_secret(
              "the removed variant's children deleted", operator, log)  # fmt: skip
 
         status_cli = subprocess.run(
-            [sys.executable, "-m", "rankexp.cli", "status", "audit", "-n", TEAM,
+            [sys.executable, "-m", "rankexp.cli.commands", "status", "audit", "-n", TEAM,
              "--kubeconfig", str(cluster.kubeconfig)],
             capture_output=True, text=True, timeout=60, check=True,
         ).stdout  # fmt: skip

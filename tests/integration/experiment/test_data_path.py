@@ -1,5 +1,5 @@
 """The whole data path with real processes: rankers, router, Prometheus, simulator,
-then rankexp.metrics reads the window and rankexp.analysis decides."""
+then rankexp.prom.metrics reads the window and rankexp.analysis decides."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from ranker.data import make_world
-from ranker.simulate import Simulator
+from ranker.world.ground_truth import make_world
+from ranker.world.simulate import Simulator
 from rankexp.analysis import analyze
 from rankexp.local.prom import LocalPrometheus
 from rankexp.local.stack import LocalStack, VariantSpec
-from rankexp.metrics import ExperimentMetrics, analysis_input
+from rankexp.prom.metrics import ExperimentMetrics, analysis_input
 
 pytestmark = pytest.mark.integration
 

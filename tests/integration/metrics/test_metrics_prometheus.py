@@ -1,4 +1,4 @@
-"""rankexp.metrics against a real Prometheus scraping real ranker and router processes.
+"""rankexp.prom.metrics against a real Prometheus scraping real ranker and router processes.
 
 ``increase()`` extrapolates each series to the end of the window: with every
 series starting at 0 inside the window, a target's counters all come out as
@@ -21,12 +21,12 @@ from typing import Any
 import httpx
 import pytest
 
-from ranker.hashing import N_ANALYSIS_BUCKETS, analysis_bucket
-from ranker.metrics import BUCKET_LATENCY_BUCKETS
+from ranker.protocol.hashing import N_ANALYSIS_BUCKETS, analysis_bucket
+from ranker.serve.metrics import BUCKET_LATENCY_BUCKETS
 from rankexp.analysis import DECISIONS, analyze, parse_input
 from rankexp.local.cluster import Process, free_ports, wait_for
 from rankexp.local.prom import LocalPrometheus
-from rankexp.metrics import (
+from rankexp.prom.metrics import (
     EXPOSURES,
     REQUESTS,
     ExperimentMetrics,

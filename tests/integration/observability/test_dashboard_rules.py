@@ -247,7 +247,7 @@ class Analyses:
     scraped as job ``rankexp-operator``: the evidence panels' series."""
 
     def __init__(self) -> None:
-        from rankexp.telemetry import Metrics, Server
+        from rankexp.runtime.telemetry import Metrics, Server
 
         self.metrics = Metrics()
         self.server = Server(
@@ -258,8 +258,8 @@ class Analyses:
         self._thread = threading.Thread(target=self._run, name="analyses", daemon=True)
 
     def analyse(self) -> None:
-        from rankexp import evidence
         from rankexp.analysis import analyze
+        from rankexp.experiment import evidence
 
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         variants = {}

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from rankexp.__main__ import _loopback_port
+from rankexp.runtime.main import _loopback_port
 
 REPO = Path(__file__).resolve().parents[3]
 T = TypeVar("T")

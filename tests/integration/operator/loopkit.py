@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ranker.data import make_world
-from ranker.simulate import Simulator
+from ranker.world.ground_truth import make_world
+from ranker.world.simulate import Simulator
 from rankexp.local.kubelet import LocalKubelet
 from rankexp.local.prom import LocalPrometheus
 

@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 from loopkit import Loop, action_events, manifest, phase, seq
 
-from rankexp.__main__ import LOST_LEADERSHIP
 from rankexp.local.cluster import LocalCluster
 from rankexp.local.prom import LocalPrometheus
+from rankexp.runtime.main import LOST_LEADERSHIP
 
 pytestmark = pytest.mark.integration
 

@@ -177,7 +177,7 @@ def evidence_over_time(loop: Loop, name: str, seen: dict[str, dict[str, Any]]) -
 
     # the CLI prints the same series: one row per analysis for the ctr comparison
     out = subprocess.run(
-        [sys.executable, "-m", "rankexp.cli", "status", name, "-n", ns, "--history",
+        [sys.executable, "-m", "rankexp.cli.commands", "status", name, "-n", ns, "--history",
          "--metric", "ctr", "--prometheus-url", loop.prometheus.url],
         env={**os.environ, "KUBECONFIG": str(loop.operator.kubeconfig)},
         capture_output=True, text=True, check=True, timeout=60,

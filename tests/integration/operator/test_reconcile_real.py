@@ -19,9 +19,9 @@ import kopf
 import pytest
 import yaml
 
-from rankexp import childcache, handlers
-from rankexp import conditions as cond
-from rankexp import reconcile as rec
+from rankexp.api import conditions as cond
+from rankexp.experiment import reconcile as rec
+from rankexp.runtime import childcache, handlers
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,6 @@
-"""Hostile clients against a real ranker and a real router (ranker.limits, ranker.http_guard).
+"""Hostile clients against a real ranker and a real router.
+
+(ranker.protocol.limits, ranker.protocol.http_guard)
 
 Each test speaks raw HTTP over a socket where it must (a byte at a time, a lying
 Content-Length), and checks after each hostile request that the process still serves a
@@ -20,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from ranker.limits import Limits
+from ranker.protocol.limits import Limits
 
 if TYPE_CHECKING:
     from tests.integration.ranker.conftest import DataPath

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from ranker import attribution
-from ranker.hashing import analysis_bucket
-from ranker.interleave import CONTROL, TREATMENT
-from ranker.simulate import Simulator
+from ranker.protocol.hashing import analysis_bucket
+from ranker.route import attribution
+from ranker.route.interleave import CONTROL, TREATMENT
+from ranker.world.simulate import Simulator
 from rankexp.local.cluster import wait_for
 
 pytestmark = pytest.mark.integration

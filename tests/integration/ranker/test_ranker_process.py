@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ranker.hashing import analysis_bucket
+from ranker.protocol.hashing import analysis_bucket
 
 pytestmark = pytest.mark.integration
 

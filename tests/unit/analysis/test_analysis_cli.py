@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from rankexp.cli import main
+from rankexp.cli.commands import main
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE_IN = ROOT / "examples" / "analyze-input.json"

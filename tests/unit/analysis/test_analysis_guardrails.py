@@ -20,8 +20,8 @@ from rankexp.analysis import (
     parse_duration,
     parse_input,
 )
-from rankexp.cli import main
-from rankexp.metrics import analysis_input
+from rankexp.cli.commands import main
+from rankexp.prom.metrics import analysis_input
 
 SETTINGS = settings(deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
 METHODS = ["fixed", "sequential"]

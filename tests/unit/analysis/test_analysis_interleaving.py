@@ -14,7 +14,7 @@ from scipy import stats
 
 from rankexp.analysis import InputError, analyze, ratio_estimate
 from rankexp.analysis.interleaving import preference, preference_test
-from rankexp.cli import main
+from rankexp.cli.commands import main
 
 B = 64
 AB_EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "analyze-input.json"

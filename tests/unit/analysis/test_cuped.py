@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rankexp import evidence
 from rankexp.analysis import InputError, analyze
 from rankexp.analysis.cuped import cuped, moments
 from rankexp.api import AnalysisStatus
+from rankexp.experiment import evidence
 
 B = 64
 

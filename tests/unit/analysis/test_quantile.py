@@ -12,7 +12,7 @@ import pytest
 
 from rankexp.analysis import InputError, analyze, parse_input
 from rankexp.analysis.quantile import breaches, histogram_quantile, quantile_difference
-from rankexp.metrics import analysis_input
+from rankexp.prom.metrics import analysis_input
 
 LE = [0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0]
 BINS = len(LE) + 1

@@ -1,4 +1,4 @@
-"""Alert state (rankexp.alertrules), receivers' payloads (rankexp.notify), the named
+"""Alert state (rankexp.alerting.state), receivers' payloads (rankexp.alerting.receivers), the named
 metrics' PromQL and `rankexp render-rules`: pure parts. The whole path with a real API
 server, Prometheus and HTTP receivers is tests/integration/alerts."""
 
@@ -15,14 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from rankexp import alertrules
-from rankexp.alertloop import scope_matchers, selector_string
-from rankexp.alertrules import Active
-from rankexp.analysis import parse_duration
-from rankexp.api import AlertPolicySpec, AlertRule, LabelSelector, Receiver
-from rankexp.cli import main
-from rankexp.metrics import alert_query, drift_values
-from rankexp.notify import (
+from rankexp.alerting import state as alertrules
+from rankexp.alerting.evaluate import scope_matchers, selector_string
+from rankexp.alerting.receivers import (
     SIGNATURE_HEADER,
     Message,
     Sender,
@@ -33,6 +28,11 @@ from rankexp.notify import (
     slack_payload,
     webhook_payload,
 )
+from rankexp.alerting.state import Active
+from rankexp.analysis import parse_duration
+from rankexp.api import AlertPolicySpec, AlertRule, LabelSelector, Receiver
+from rankexp.cli.commands import main
+from rankexp.prom.metrics import alert_query, drift_values
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LABELS = {"namespace": "ns", "experiment": "feed", "variant": "treatment"}

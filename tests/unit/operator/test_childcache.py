@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from rankexp import childcache
+from rankexp.runtime import childcache
 
 
 def child(kind: str, name: str, rv: str, experiment: str = "e", **extra: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from rankexp import api
+from rankexp.api import crd
 
 Loader = Callable[[str], dict[str, Any]]
 
@@ -52,10 +53,10 @@ def test_the_chart_installs_the_sample_alert_policy(repo: Path) -> None:
 
 
 def test_render_check_mode_reports_stale_files(tmp_path: Path) -> None:
-    assert api.main(["render", "crds", "--out", str(tmp_path)]) == 0
-    assert api.main(["render", "crds", "--out", str(tmp_path), "--check"]) == 0
+    assert crd.main(["render", "crds", "--out", str(tmp_path)]) == 0
+    assert crd.main(["render", "crds", "--out", str(tmp_path), "--check"]) == 0
     (tmp_path / "experiment.yaml").write_text("stale\n")
-    assert api.main(["render", "crds", "--out", str(tmp_path), "--check"]) == 1
+    assert crd.main(["render", "crds", "--out", str(tmp_path), "--check"]) == 1
 
 
 @pytest.mark.parametrize("kind", ["Experiment", "AlertPolicy"])

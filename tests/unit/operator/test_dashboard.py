@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from rankexp import dashboard as d
-from rankexp.evidence_export import HistoryUnavailable, Point
+from rankexp.page import app as d
+from rankexp.prom.evidence import HistoryUnavailable, Point
 
 T0 = 1_796_000_000.0  # 2026-11-30T...Z
 HOSTILE = '<img src=x onerror="alert(1)">&'

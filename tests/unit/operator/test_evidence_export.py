@@ -6,7 +6,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from rankexp import evidence_export as ev
+from rankexp.cli.status import render_history
+from rankexp.prom import evidence as ev
 
 T = "2026-12-04T19:00:00Z"
 EPOCH = 1796410800.0
@@ -140,11 +141,11 @@ def test_history_reads_a_matrix_back_into_one_point_per_analysis() -> None:
     assert [p.decision for p in points] == ["Continue", "Promote"]
     assert points[1].comparisons[("treatment", "ctr")]["relative_lift"] == 0.12
     assert points[0].exposures == {"control": 900.0} and points[0].srm_p_value is None
-    text = ev.render_history(points, "ctr").splitlines()
+    text = render_history(points, "ctr").splitlines()
     assert text[0].split()[:5] == ["TIME", "DECISION", "VARIANT", "METRIC", "LIFT"]
     assert text[1].split()[:6] == [T, "Continue", "treatment", "ctr", "+10.00%", "[-2.00%,"]
     assert text[2].split()[1] == "Promote" and "+12.00%" in text[2]
-    assert len(ev.render_history(points, "dwell_time").splitlines()) == 3  # rows without it
+    assert len(render_history(points, "dwell_time").splitlines()) == 3  # rows without it
 
 
 def test_history_query_escapes_names() -> None:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from rankexp import conditions as cond
-from rankexp import kstatus
+from rankexp.api import conditions as cond
+from rankexp.api import kstatus
 
 
 def status(phase: str | None, *conditions: tuple[str, str, str]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from rankexp import leader
+from rankexp.runtime import leader
 
 
 class Clock:

@@ -2,7 +2,7 @@
 
 The Experiment is one captured from the kind e2e (gitops testdata: Running, awaiting
 approval, its last analysis at a known time); its children are rendered by
-rankexp.resources and held in kopf-shaped indexes, all ready.
+rankexp.experiment.resources and held in kopf-shaped indexes, all ready.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from typing import Any
 import kopf
 import yaml
 
-from rankexp import childcache, loop, rollout
-from rankexp import resources as res
 from rankexp.api import ExperimentSpec
+from rankexp.experiment import loop, rollout
+from rankexp.experiment import resources as res
+from rankexp.runtime import childcache
 
 CAPTURED = (
     Path(__file__).resolve().parents[3]

@@ -1,4 +1,4 @@
-"""rankexp.metrics: the PromQL builders and the pure conversions."""
+"""rankexp.prom.metrics: the PromQL builders and the pure conversions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from rankexp.analysis import analyze, parse_input
-from rankexp.metrics import (
+from rankexp.prom.metrics import (
     BUCKET_SERIES,
     BadSeries,
     MissingSeries,
@@ -182,7 +182,7 @@ def test_missing_series_lists_every_pair() -> None:
 
 
 def test_combined_queries_label_each_answer_with_its_key() -> None:
-    from rankexp.metrics import QUERY_LABEL, combine
+    from rankexp.prom.metrics import QUERY_LABEL, combine
 
     text = combine({"a": "sum(x)", "b": 'count(y{z="1"})'})
     assert text == (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rankexp import conditions as cond
+from rankexp.api import conditions as cond
 
 
 def test_set_condition_adds_all_fields() -> None:

@@ -1,4 +1,4 @@
-"""Decision record -> status evidence (rankexp.evidence) -> `rankexp status` text."""
+"""Decision record -> status evidence (rankexp.experiment.evidence) -> `rankexp status` text."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
-from rankexp import api, evidence, statusview
-from rankexp.cli import main
+from rankexp import api
+from rankexp.cli import status as statusview
+from rankexp.cli.commands import main
+from rankexp.experiment import evidence
 
 ROOT = Path(__file__).resolve().parents[3]
 RECORD: dict[str, Any] = json.loads((ROOT / "examples" / "analyze-output.json").read_text())

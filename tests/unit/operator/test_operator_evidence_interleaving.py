@@ -1,4 +1,4 @@
-"""An interleaving decision record -> status evidence (rankexp.evidence)."""
+"""An interleaving decision record -> status evidence (rankexp.experiment.evidence)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from rankexp import api, evidence
+from rankexp import api
 from rankexp.analysis import analyze
+from rankexp.experiment import evidence
 
 
 def record(p_control: float = 0.3, p_treatment: float = 0.5) -> dict[str, Any]:
@@ -88,7 +89,7 @@ def test_headline_without_data_is_empty() -> None:
 
 
 def test_rankexp_status_prints_the_preference_share() -> None:
-    from rankexp import statusview
+    from rankexp.cli import status as statusview
 
     rec = record()
     obj = {"metadata": {"name": "il"}, "spec": {"control": "control", "mode": "interleaving"},

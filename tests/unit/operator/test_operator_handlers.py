@@ -12,8 +12,9 @@ from typing import Any
 import kopf
 import pytest
 
-from rankexp import __main__ as entry
-from rankexp import handlers, reconcile
+from rankexp.experiment import reconcile
+from rankexp.runtime import handlers
+from rankexp.runtime import main as entry
 
 
 def test_startup_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,7 +67,7 @@ def test_bad_interval_scale_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_kubectl_plugin_names_itself(capsys: pytest.CaptureFixture[str]) -> None:
-    from rankexp.cli import kubectl_main
+    from rankexp.cli.commands import kubectl_main
 
     with pytest.raises(SystemExit):
         kubectl_main(["--help"])

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rankexp import conditions as cond
-from rankexp import reconcile as rec
+from rankexp.api import conditions as cond
+from rankexp.experiment import reconcile as rec
 
 
 def test_failed_outcome_for_a_rejected_child(experiment_body: Any) -> None:

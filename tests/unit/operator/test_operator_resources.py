@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from rankexp import resources as res
 from rankexp.api import ExperimentSpec
+from rankexp.experiment import resources as res
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The traffic state machine (rankexp.rollout): stages, actions, status fields."""
+"""The traffic state machine (rankexp.experiment.rollout): stages, actions, status fields."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from rankexp import rollout
 from rankexp.api import ExperimentSpec
-from rankexp.rollout import ActionRecord
+from rankexp.experiment import rollout
+from rankexp.experiment.rollout import ActionRecord
 
 
 def spec(weights: dict[str, int], steps: list[int] | None = None, **extra: Any) -> ExperimentSpec:

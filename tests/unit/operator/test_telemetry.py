@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from rankexp import telemetry
+from rankexp.runtime import telemetry
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

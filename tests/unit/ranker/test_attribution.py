@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ranker import attribution
-from ranker.attribution import OutcomeBook, TokenError, decode, encode, token_key
+from ranker.route import attribution
+from ranker.route.attribution import OutcomeBook, TokenError, decode, encode, token_key
 
 KEY = token_key("exp", "salt")
 

@@ -9,10 +9,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from ranker.artifacts import load_snapshot
-from ranker.catalog_index import ExactIndex, IVFIndex, build_index, exact_top_k, recall_at_k
-from ranker.engine import RankingEngine
-from ranker.towers import load_towers
+from ranker.model.artifacts import load_snapshot
+from ranker.model.catalog_index import ExactIndex, IVFIndex, build_index, exact_top_k, recall_at_k
+from ranker.model.engine import RankingEngine
+from ranker.model.towers import load_towers
 
 
 def clustered(n: int, nq: int, seed: int = 0) -> tuple[npt.NDArray[np.float32], ...]:

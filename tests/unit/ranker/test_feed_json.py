@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from ranker.data import CATEGORIES
-from ranker.feed_json import FeedEncoder
+from ranker.serve.feed_json import FeedEncoder
+from ranker.world.ground_truth import CATEGORIES
 
 
 def test_bytes_equal_json_dumps_of_the_answer() -> None:

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ranker.interleave import CONTROL, TREATMENT, team_draft, winner
+from ranker.route.interleave import CONTROL, TREATMENT, team_draft, winner
 
 # Ranked lists of distinct item ids drawn from a small pool so the lists overlap.
 ranked = st.lists(st.integers(min_value=0, max_value=40), unique=True, max_size=30)

@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ranker.hashing import N_ANALYSIS_BUCKETS, analysis_bucket
-from ranker.metrics import (
+from ranker.protocol.hashing import N_ANALYSIS_BUCKETS, analysis_bucket
+from ranker.serve.metrics import (
     CATEGORY_COUNT_BUCKETS,
     DRIFT_FEATURES,
     ENTROPY_BUCKETS,
@@ -21,7 +21,7 @@ from ranker.metrics import (
     SCORE_BUCKETS,
     RankerMetrics,
 )
-from ranker.quality import QualityMonitor, feed_quality
+from ranker.serve.quality import QualityMonitor, feed_quality
 
 QUALITY_SERIES = (
     "ranking_impressions",

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ranker.allocation import (
+from ranker.protocol.hashing import N_ROUTING_BUCKETS
+from ranker.route.allocation import (
     BUCKETS_PER_PERCENT,
     AllocationError,
     layout,
@@ -24,8 +25,7 @@ from ranker.allocation import (
     reallocate,
     validate,
 )
-from ranker.hashing import N_ROUTING_BUCKETS
-from ranker.router import RoutingConfig, assign_variant
+from ranker.route.router import RoutingConfig, assign_variant
 
 USERS = range(10_000)
 

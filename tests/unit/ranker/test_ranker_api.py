@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from ranker.service import RankerSettings, create_app
+from ranker.serve.app import RankerSettings, create_app
 
 
 def _client(model: str | Path) -> Iterator[TestClient]:

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from ranker.data import CATEGORIES, make_world
+from ranker.world.ground_truth import CATEGORIES, make_world
 
 
 def test_world_has_the_required_size_and_shape() -> None:

@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from ranker.artifacts import load_snapshot
-from ranker.engine import RankingEngine
-from ranker.metrics import SCORE_BUCKETS, BulkHistogram
-from ranker.model import load_model_dir
-from ranker.towers import load_towers
-from ranker.towers_torch import TorchTowers
+from ranker.model.artifacts import load_snapshot
+from ranker.model.engine import RankingEngine
+from ranker.model.network import load_model_dir
+from ranker.model.towers import load_towers
+from ranker.model.towers_torch import TorchTowers
+from ranker.serve.metrics import SCORE_BUCKETS, BulkHistogram
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from ranker.hashing import analysis_bucket
-from ranker.service import RankerSettings, create_app
+from ranker.protocol.hashing import analysis_bucket
+from ranker.serve.app import RankerSettings, create_app
 
 
 def _ready(client: TestClient) -> None:

@@ -1,13 +1,13 @@
 import numpy as np
 import pandas as pd
 
-from ranker.data import make_world
-from ranker.features import (
+from ranker.world.features import (
     ITEM_FEATURES,
     USER_FEATURES,
     extract_item_features,
     extract_user_features,
 )
+from ranker.world.ground_truth import make_world
 
 
 def test_extract_user_features() -> None:

@@ -3,12 +3,12 @@ import sys
 
 import numpy as np
 
-from ranker.hashing import analysis_bucket, routing_bucket
+from ranker.protocol.hashing import analysis_bucket, routing_bucket
 
 
 def test_hashes_are_stable_across_processes_with_different_hash_seeds() -> None:
     code = (
-        "from ranker.hashing import analysis_bucket, routing_bucket;"
+        "from ranker.protocol.hashing import analysis_bucket, routing_bucket;"
         "print([analysis_bucket(u) for u in range(50)],"
         " [routing_bucket('s', u) for u in range(50)])"
     )

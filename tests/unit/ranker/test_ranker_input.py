@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from ranker.router import Router
-from ranker.service import RankerSettings, create_app
+from ranker.route.router import Router
+from ranker.serve.app import RankerSettings, create_app
 
 HOSTILE: list[tuple[bytes, str]] = [
     (b"[" * 50_000, "body: invalid JSON (recursion limit exceeded"),

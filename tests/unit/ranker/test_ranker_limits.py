@@ -1,4 +1,4 @@
-"""ranker.limits in process: the body size bound, the defaults, how both servers get
+"""ranker.protocol.limits in process: the body size bound, the defaults, how both servers get
 them. The time bounds live in uvicorn's protocol: tests/integration/ranker drives them."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from ranker.cli import build_parser
-from ranker.http_guard import GuardedHttpToolsProtocol
-from ranker.limits import (
+from ranker.protocol.http_guard import GuardedHttpToolsProtocol
+from ranker.protocol.limits import (
     BodyLimit,
     BodyRejectedError,
     ClientGoneError,

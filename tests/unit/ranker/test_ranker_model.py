@@ -1,6 +1,6 @@
 import torch
 
-from ranker.model import TwoTowerModel
+from ranker.model.network import TwoTowerModel
 
 
 def test_two_tower_model() -> None:

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ranker.limits import Limits
-from ranker.router import _METHODS, Router, RoutingConfig
-from ranker.router_openapi import VARIANT_HEADER, router_openapi
-from ranker.service import RankerSettings, create_app
+from ranker.protocol.limits import Limits
+from ranker.route.openapi import VARIANT_HEADER, router_openapi
+from ranker.route.router import _METHODS, Router, RoutingConfig
+from ranker.serve.app import RankerSettings, create_app
 
 
 @pytest.fixture(scope="module")

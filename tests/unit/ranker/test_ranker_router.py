@@ -3,7 +3,7 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from ranker.router import RoutingConfig, assign_variant
+from ranker.route.router import RoutingConfig, assign_variant
 
 
 def _cfg(*weights: tuple[str, int], salt: str = "s") -> RoutingConfig:
