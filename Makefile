@@ -9,6 +9,10 @@ UV          := $(PYTHON_BOOT) -m uv
 CACHE_DIR   ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/rankexp
 MODELS      ?= models
 PYTEST_ARGS ?=
+# make test runs the tests in parallel (pytest-xdist): most integration tests wait on
+# intervals and processes, so more workers than cores pays; each worker starts its own
+# session servers (kube-apiserver, Prometheus). PYTEST_WORKERS=0 runs them in one process.
+PYTEST_WORKERS ?= 3
 
 export UV_LINK_MODE ?= copy
 
@@ -61,8 +65,8 @@ demo-feed: models ## Without Kubernetes: serve v2, rank a feed for user 1 and pr
 
 ##@ Test
 .PHONY: test
-test: setup models gitops-health ## Unit and integration tests (real servers on 127.0.0.1); CI runs this, then make e2e
-	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+test: setup models envtest gitops-health ## Unit and integration tests (real servers on 127.0.0.1), PYTEST_WORKERS in parallel; prints the 15 slowest
+	$(PY) -m pytest -m "not e2e" -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 .PHONY: e2e
 e2e: models envtest gitops-health ## kind e2e: images, node image, helm install, v1 vs v2 Promoted, a slow treatment RolledBack (needs a Docker engine; installs one on Debian as root)
@@ -85,6 +89,16 @@ lint: setup ## ruff, mypy (strict) and the architecture contracts (lint-imports;
 fmt: setup ## Apply ruff's formatting and import order
 	$(VENV)/bin/ruff check --fix ranker operator tests bench
 	$(VENV)/bin/ruff format ranker operator tests bench
+
+##@ Docs (the MkDocs site in docs/; README.md is the front page)
+.PHONY: docs
+docs: setup ## Build the docs site strictly (mkdocs build --strict) into .build/site
+	$(VENV)/bin/mkdocs build --strict --site-dir .build/site
+
+DOCS_PORT ?= 8000
+.PHONY: docs-serve
+docs-serve: setup ## Serve the docs site with live reload on http://127.0.0.1:DOCS_PORT (8000; loopback only)
+	$(VENV)/bin/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
 
 ##@ Benchmarks (print figures; never pass/fail on timing)
 .PHONY: bench-ranker
@@ -156,8 +170,9 @@ chart-lint: tools ## helm lint and helm template of charts/rankexp
 	$(CACHE_DIR)/tools/bin/helm template rankexp charts/rankexp --kube-version 1.36.3 >/dev/null
 
 .PHONY: crds
-crds: setup ## Render crds/*.yaml from the pydantic models in rankexp.api
+crds: setup ## Render crds/*.yaml and the docs' CRD reference (docs/reference/*.md) from the pydantic models in rankexp.api
 	$(PY) -m rankexp.api render crds --out crds --out charts/rankexp/crds
+	$(PY) -m rankexp.api render reference --out docs/reference
 
 ##@ Data path
 .PHONY: load

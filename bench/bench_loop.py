@@ -33,8 +33,10 @@ from typing import Any
 from ranker.world.ground_truth import make_world
 from ranker.world.simulate import DEFAULT_RATE, Simulator
 from rankexp.api import GROUP, VERSION
-from rankexp.local.cluster import LocalCluster, Process, ensure_binaries
+from rankexp.local.binaries import ensure_binaries
+from rankexp.local.cluster import LocalCluster
 from rankexp.local.kubelet import LocalKubelet
+from rankexp.local.process import Process
 from rankexp.local.prom import LocalPrometheus
 
 REPO = Path(__file__).resolve().parents[1]

@@ -44,8 +44,8 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
-from rankexp.local.cluster import Process, free_ports, wait_for
 from rankexp.local.probe import is_ready
+from rankexp.local.process import Process, free_ports, wait_for
 
 
 async def _one(session: aiohttp.ClientSession, url: str, user: int, timeout: float) -> bool:

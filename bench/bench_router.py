@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from bench_ranker import closed_loop, open_loop
 
-from rankexp.local.cluster import Process, free_ports, wait_for
 from rankexp.local.probe import is_ready
+from rankexp.local.process import Process, free_ports, wait_for
 
 
 def main() -> int:

@@ -52,7 +52,9 @@ import numpy as np
 
 from ranker.serve.metrics import FEATURE_BUCKETS, LATENCY_BUCKETS, SCORE_BUCKETS
 from rankexp.api import GROUP, VERSION
-from rankexp.local.cluster import LocalCluster, Process, ensure_binaries, free_ports
+from rankexp.local.binaries import ensure_binaries
+from rankexp.local.cluster import LocalCluster
+from rankexp.local.process import Process, free_ports
 from rankexp.local.prom import LocalPrometheus
 
 REPO = Path(__file__).resolve().parents[1]

@@ -51,7 +51,7 @@ from locust import FastHttpUser, constant, constant_throughput, task
 from locust.env import Environment
 from locust.runners import LocalRunner
 
-from rankexp.local.cluster import Process
+from rankexp.local.process import Process
 from rankexp.local.stack import LocalStack, VariantSpec
 
 P99_FLAT = 1.5  # last interval's p99 / first interval's, at most

@@ -30,7 +30,7 @@ ctx="$repo/.build/images"
 mkdir -p "$ctx"
 uv=(python3 -m uv)
 "${uv[@]}" --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-sources_hash="$(cd "$repo" && find pyproject.toml ranker operator/rankexp -type f -name '*.py' -o -name pyproject.toml \
+sources_hash="$(cd "$repo" && find pyproject.toml ranker operator/rankexp -type f \( -name '*.py' -o -name '*.html' -o -name '*.css' -o -name pyproject.toml \) \
   | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)"
 
 site() {  # CONTEXT EXTRA

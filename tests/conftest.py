@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from ranker.model.network import METADATA_FILE
-from rankexp.local.cluster import Process, free_ports, wait_for
 from rankexp.local.probe import http_status
+from rankexp.local.process import Process, free_ports, wait_for
 from rankexp.local.prom import LocalPrometheus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,3 +160,19 @@ def gitops_health() -> GitopsHealth:
                            capture_output=True, text=True, timeout=1800, check=False)  # fmt: skip
     assert built.returncode == 0, f"building tools/gitops-health failed:\n{built.stderr[-3000:]}"
     return GitopsHealth(Path(built.stdout.strip().splitlines()[-1]))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test``: ``--dist loadgroup``) tests are spread one by one
+    over the workers, except that tests sharing a module- or package-scoped fixture stay on
+    one worker (one ``xdist_group`` per module or package), so each such fixture starts
+    once, as it does without xdist."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        scopes = {defs[-1].scope for defs in info.name2fixturedefs.values() if defs}
+        if "package" in scopes:
+            item.add_marker(pytest.mark.xdist_group(str(item.path.parent)))
+        elif "module" in scopes:
+            item.add_marker(pytest.mark.xdist_group(str(item.path)))

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from rankexp.local.cluster import BinariesMissingError, LocalCluster, ensure_binaries
+from rankexp.local.binaries import BinariesMissingError, ensure_binaries
+from rankexp.local.cluster import LocalCluster
 
 _build_error: list[BaseException] = []
 

@@ -14,16 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from rankexp.local import cluster as localcluster
-from rankexp.local.cluster import (
+from rankexp.local import binaries
+from rankexp.local.binaries import (
     BinariesMissingError,
-    ClusterStartError,
-    KubectlError,
-    LocalCluster,
     ensure_binaries,
     envtest_version,
     find_binaries,
 )
+from rankexp.local.cluster import ClusterStartError, KubectlError, LocalCluster
 
 pytestmark = pytest.mark.integration
 
@@ -176,18 +174,18 @@ def test_servers_listen_on_loopback_only(kube_cluster: LocalCluster) -> None:
 def test_find_binaries_missing_says_make_envtest(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.delenv(localcluster.BIN_DIR_ENV, raising=False)
+    monkeypatch.delenv(binaries.BIN_DIR_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     with pytest.raises(BinariesMissingError, match="make envtest"):
         find_binaries()
-    monkeypatch.setenv(localcluster.BIN_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(binaries.BIN_DIR_ENV, str(tmp_path))
     with pytest.raises(BinariesMissingError, match="make envtest"):
         find_binaries()
 
 
 def test_version_constant_matches_the_build_recipe() -> None:
     assert (REPO / "tools" / "envtest" / "go.mod").is_file()
-    assert envtest_version() == localcluster.K8S_VERSION
+    assert envtest_version() == binaries.K8S_VERSION
 
 
 def test_failed_start_cleans_up() -> None:

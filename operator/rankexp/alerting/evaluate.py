@@ -36,7 +36,7 @@ from rankexp.alerting.state import Active
 from rankexp.analysis import parse_duration
 from rankexp.api import AlertPolicySpec, AlertRule, LabelSelector, Receiver, kstatus
 from rankexp.api import conditions as cond
-from rankexp.prom.metrics import MetricsError, PrometheusUnavailable, QueryError
+from rankexp.prom.errors import MetricsError, PrometheusUnavailable, QueryError
 
 #: deliveries of one evaluation in flight at once
 SEND_THREADS = 8

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from rankexp.api import AlertPolicySpec
-from rankexp.prom.metrics import alert_query
+from rankexp.prom.alerts import alert_query
 
 
 def render(policy: Mapping[str, Any]) -> str:

@@ -6,7 +6,8 @@ interleaving`` for an interleaving experiment, :class:`InterleavingInput`) and g
 the decision record back; :class:`InputError` names the bad field.
 """
 
-from rankexp.analysis.decide import DECISIONS, Comparison, analyze, compare, inferiority_test
+from rankexp.analysis.compare import Comparison, compare, inferiority_test
+from rankexp.analysis.decide import DECISIONS, analyze
 from rankexp.analysis.drift import ks_binned, psi
 from rankexp.analysis.interleaving import (
     InterleavingInput,

@@ -50,7 +50,7 @@ from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import stats as sps
 
-from rankexp.analysis.decide import absolute_guardrails, at_max_duration
+from rankexp.analysis.checks import absolute_guardrails, at_max_duration
 from rankexp.analysis.models import (
     Count,
     InputError,

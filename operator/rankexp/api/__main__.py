@@ -1,4 +1,7 @@
-"""`python -m rankexp.api render crds` (``make crds``)."""
+"""`python -m rankexp.api render crds|reference` (``make crds``).
+
+The CRD YAML, and the CRD reference pages of the docs.
+"""
 
 from rankexp.api.crd import main
 

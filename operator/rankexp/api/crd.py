@@ -271,19 +271,29 @@ def crd_files() -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rankexp.api")
     sub = parser.add_subparsers(dest="command", required=True)
-    render = sub.add_parser("render", help="write the CRD YAML files")
-    render.add_argument("what", choices=["crds"])
+    render = sub.add_parser(
+        "render", help="write the CRD YAML files, or the CRD reference pages of the docs"
+    )
+    render.add_argument("what", choices=["crds", "reference"])
     render.add_argument(
         "--out",
         type=Path,
         action="append",
-        help="output directory (repeatable; default: crds and the chart's crds)",
+        help="output directory (repeatable; default: crds and the chart's crds for `crds`, "
+        "docs/reference for `reference`)",
     )
     render.add_argument("--check", action="store_true", help="fail if a file is stale")
     args = parser.parse_args(argv)
+    if args.what == "reference":
+        # Imported here: rankexp.api.reference builds on this module.
+        from rankexp.api.reference import reference_files
+
+        files, default_out = reference_files(), [Path("docs/reference")]
+    else:
+        files, default_out = crd_files(), [Path("crds"), Path("charts/rankexp/crds")]
     stale = []
-    for out in args.out or [Path("crds"), Path("charts/rankexp/crds")]:
-        for name, content in crd_files().items():
+    for out in args.out or default_out:
+        for name, content in files.items():
             path = out / name
             if args.check:
                 if not path.exists() or path.read_text() != content:

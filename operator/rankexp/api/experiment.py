@@ -420,6 +420,11 @@ class VariantEvidence(_Model):
     expected_share: float | None = Field(
         default=None, description="Share of exposures the weights in force over the window imply."
     )
+    srm_exposures: float | None = Field(
+        default=None,
+        description="Exposures the sample-ratio check tested: those of the settled traffic "
+        "periods (after each weight change settled), against expectedShare.",
+    )
     estimates: list[Estimate] = Field(default_factory=list, max_length=8)
 
 

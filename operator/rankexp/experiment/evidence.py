@@ -73,6 +73,7 @@ def analysis_status(
     metrics: Mapping[str, Mapping[str, Mapping[str, Any]]] = record.get("metrics", {})
     control = record.get("control")
     samples: Mapping[str, Any] = record.get("samples", {})
+    checked: Mapping[str, Any] = (record.get("srm") or {}).get("observed") or {}
     variants = []
     for name in samples:
         estimates = [
@@ -88,6 +89,7 @@ def analysis_status(
                 "name": name,
                 "exposures": _num(samples.get(name)),
                 "expectedShare": _num(expected_share.get(name)),
+                "srmExposures": _num(checked.get(name)),
                 "estimates": estimates,
             }
         )

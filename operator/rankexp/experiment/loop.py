@@ -8,10 +8,10 @@
    ``status.startedAt`` is set) when every component is ready for the first time;
 3. while Running and not paused: promotes a variant the user approved
    (``spec.promotion.approvedVariant``) at once, and, once per ``spec.analysis.interval``,
-   reads the window ``[startedAt, now]`` from Prometheus (:mod:`rankexp.prom.metrics`),
-   decides (:mod:`rankexp.analysis`) and acts (:mod:`rankexp.experiment.rollout`): ramp to the
-   next traffic stage, promote, roll back, end Inconclusive at ``maxDuration``, or hold
-   with a condition that says why.
+   reads the window ``[startedAt, now]`` from Prometheus and decides
+   (:mod:`rankexp.experiment.measure`), and acts (:mod:`rankexp.experiment.rollout`): ramp
+   to the next traffic stage, promote, roll back, end Inconclusive at ``maxDuration``, or
+   hold with a condition that says why.
 
 Missing, stale or unreadable data never promotes or rolls back: it holds. The one action
 taken without data is Inconclusive at ``maxDuration`` (control back to 100 %), so an
@@ -26,25 +26,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 
-from rankexp.analysis import InputError, analyze, parse_duration
-from rankexp.analysis.models import METRICS
+from rankexp.analysis import parse_duration
 from rankexp.api import Analysis, ExperimentSpec, kstatus
 from rankexp.api import conditions as cond
-from rankexp.experiment import evidence, rollout
 from rankexp.experiment import reconcile as rec
 from rankexp.experiment import resources as res
+from rankexp.experiment import rollout
+from rankexp.experiment.measure import MetricsReader, Settings, decide_tick, fmt_time
 from rankexp.experiment.rollout import ActionRecord
-from rankexp.prom.metrics import (
-    DEFAULT_FEATURES,
-    MetricsError,
-    MissingSeries,
-    PrometheusUnavailable,
-    analysis_input,
-)
+from rankexp.experiment.store import ChildStore, Event
 
 #: Hold reasons on the Concluded condition (Concluded=False while holding).
 HOLD_REASONS = {
@@ -52,69 +46,12 @@ HOLD_REASONS = {
     "TooFewSamples": "NotEnoughSamples",
     "MissingData": "MissingData",
 }
-SCORE = "score"
-#: After the router's rollout is done, its old pods drain (preStop) for a few seconds.
-SETTLE_MARGIN = timedelta(seconds=res.PRESTOP_SECONDS + 3)
-
-
-class MetricsReader(Protocol):
-    """The part of :class:`rankexp.prom.metrics.ExperimentMetrics` the loop uses."""
-
-    def read(
-        self,
-        experiment: str,
-        variants: list[str],
-        window: timedelta,
-        end: datetime | None = None,
-        *,
-        namespace: str | None = None,
-        features: tuple[str, ...] = ...,
-        pre_period: tuple[timedelta, datetime] | None = ...,
-        pre_series: tuple[str, ...] = ...,
-    ) -> dict[str, dict[str, Any]]: ...
-
-    def exposures_between(
-        self,
-        experiment: str,
-        segments: list[tuple[datetime, datetime]],
-        *,
-        namespace: str | None = None,
-    ) -> list[dict[str, float]]: ...
-
-    def stale(
-        self,
-        experiment: str,
-        variants: list[str],
-        at: datetime | None = None,
-        *,
-        namespace: str | None = None,
-    ) -> list[str]: ...
-
-    def interleaving(
-        self,
-        experiment: str,
-        window: timedelta,
-        end: datetime | None = None,
-        *,
-        namespace: str | None = None,
-    ) -> tuple[dict[str, list[float]], float]: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How the loop runs: Prometheus and the interval scale (tests shrink every interval)."""
-
-    prometheus_url: str | None = None
-    interval_scale: float = 1.0
-    timeout: float = 10.0
 
 
 @dataclass
 class TickOutcome:
     status: dict[str, Any] = field(default_factory=dict)
-    events: list[rec.Event] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     #: An action applied or finished now: announce it with its fixed-name Event.
     action: ActionRecord | None = None
     analyzed: bool = False
@@ -122,16 +59,12 @@ class TickOutcome:
     lag: float | None = None
 
 
-def _fmt(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def interval_of(analysis: Analysis, scale: float) -> timedelta:
     return timedelta(seconds=parse_duration(analysis.interval) * scale)
 
 
 def tick(
-    store: rec.ChildStore,
+    store: ChildStore,
     body: Mapping[str, Any],
     *,
     settings: Settings,
@@ -147,7 +80,7 @@ def tick(
             body.get("status"),
             outcome.status,
             body["metadata"].get("generation"),
-            _fmt(now),
+            fmt_time(now),
             kstatus.experiment_conditions,
         )
     return outcome
@@ -160,7 +93,7 @@ class _WouldAct(Exception):
 class _Probe:
     """A ChildStore that lists from the real one and refuses everything else."""
 
-    def __init__(self, store: rec.ChildStore) -> None:
+    def __init__(self, store: ChildStore) -> None:
         self._store = store
 
     def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -181,7 +114,7 @@ def _no_reader() -> MetricsReader:
 
 
 def needs_tick(
-    store: rec.ChildStore,
+    store: ChildStore,
     body: Mapping[str, Any],
     *,
     settings: Settings,
@@ -201,14 +134,14 @@ def needs_tick(
 
 
 def _tick(
-    store: rec.ChildStore,
+    store: ChildStore,
     body: Mapping[str, Any],
     *,
     settings: Settings,
     reader: Callable[[], MetricsReader],
     now: datetime,
 ) -> TickOutcome:
-    stamp = _fmt(now)
+    stamp = fmt_time(now)
     status: dict[str, Any] = dict(body.get("status") or {})
     generation = body["metadata"].get("generation")
     if status.get("observedGeneration") != generation or status.get("phase") == "Failed":
@@ -258,7 +191,7 @@ def _tick(
 
     elapsed = now - started
     max_duration = timedelta(seconds=parse_duration(analysis.max_duration))
-    decision = _analyze(spec, analysis, experiment, merged, started, now, settings, reader)
+    decision = decide_tick(spec, analysis, experiment, merged, started, now, settings, reader)
     outcome.analyzed = True
     outcome.lag = (now - max(since, started) - interval).total_seconds()
     concluded_before = cond.find(status.get("conditions"), cond.CONCLUDED) or {}
@@ -273,7 +206,7 @@ def _tick(
         }
         _concluded(outcome, merged, False, reason, f"holding: {message}", generation, stamp)
         if concluded_before.get("reason") != reason:
-            outcome.events.append(rec.Event("Warning", reason, f"holding: {message}"[:1024]))
+            outcome.events.append(Event("Warning", reason, f"holding: {message}"[:1024]))
         return outcome
 
     if decision.record is not None:
@@ -312,14 +245,14 @@ def _tick(
         reason = HOLD_REASONS.get(code, "MissingData")
         _concluded(outcome, merged, False, reason, f"holding: {text}", generation, stamp)
         if concluded_before.get("reason") != reason:
-            outcome.events.append(rec.Event("Warning", reason, f"holding: {text}"[:1024]))
+            outcome.events.append(Event("Warning", reason, f"holding: {text}"[:1024]))
         return outcome
 
     if kind == "Rollback":
         message = f"rollback.auto is false, not rolling back: {text}"
         _concluded(outcome, merged, False, "RollbackRecommended", message, generation, stamp)
         if concluded_before.get("reason") != "RollbackRecommended":
-            outcome.events.append(rec.Event("Warning", "RollbackRecommended", message[:1024]))
+            outcome.events.append(Event("Warning", "RollbackRecommended", message[:1024]))
         return outcome
 
     stage_started = max(rollout.parse_time(record.time), started)
@@ -347,7 +280,7 @@ def _tick(
         )
         _concluded(outcome, merged, False, "AwaitingApproval", message, generation, stamp)
         if concluded_before.get("reason") != "AwaitingApproval":
-            outcome.events.append(rec.Event("Normal", "AwaitingApproval", message[:1024]))
+            outcome.events.append(Event("Normal", "AwaitingApproval", message[:1024]))
         return outcome
 
     _concluded(outcome, merged, False, code or "NoSignificantDifference", text, generation, stamp)
@@ -448,7 +381,7 @@ def _losers_up(
 
 
 def _apply(
-    store: rec.ChildStore,
+    store: ChildStore,
     body: Mapping[str, Any],
     spec: ExperimentSpec,
     record: ActionRecord,
@@ -480,196 +413,3 @@ def _with_observations(
     variants: list[Mapping[str, Any]], observations: Mapping[str, Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
     return [{**v, **observations.get(str(v.get("name")), {})} for v in variants]
-
-
-@dataclass
-class _Decision:
-    record: dict[str, Any] | None = None
-    status: dict[str, Any] | None = None
-    observations: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: (condition reason, message) when there is no decision record
-    error: tuple[str, str] | None = None
-
-
-def _features(analysis: Analysis) -> tuple[tuple[str, ...], list[str]]:
-    """(features to read, histograms that gate drift). The score histogram is always
-    read and reported; it gates only when listed, because two different models score
-    differently by design (a model's drift over time is the model_drift alert's job)."""
-    listed = list(analysis.drift.features) if analysis.drift else list(DEFAULT_FEATURES)
-    listed = listed or list(DEFAULT_FEATURES)
-    read = tuple(f for f in dict.fromkeys(listed) if f != SCORE)
-    return read, list(dict.fromkeys(listed))
-
-
-def _analyze(
-    spec: ExperimentSpec,
-    analysis: Analysis,
-    experiment: res.ExperimentRef,
-    status: Mapping[str, Any],
-    started: datetime,
-    now: datetime,
-    settings: Settings,
-    reader_factory: Callable[[], MetricsReader],
-) -> _Decision:
-    if not settings.prometheus_url:
-        return _Decision(
-            error=("PrometheusUnavailable", "no Prometheus URL is configured (--prometheus-url)")
-        )
-    names = [v.name for v in spec.variants]
-    read_features, gating = _features(analysis)
-    try:
-        reader = reader_factory()
-    except MetricsError as exc:
-        return _Decision(error=("PrometheusUnavailable", str(exc)))
-    try:
-        stale = reader.stale(experiment.name, names, now, namespace=experiment.namespace)
-        if stale:
-            return _Decision(
-                error=(
-                    "MissingData",
-                    f"no live series for {', '.join(stale)} (not scraped now); "
-                    "old samples in the window are not trusted",
-                )
-            )
-        pre = _pre_period(analysis, started)
-        # only with CUPED on: readers that predate the pre-period need not know of it
-        extra: dict[str, Any] = {"pre_period": pre[0], "pre_series": pre[1]} if pre else {}
-        data = reader.read(
-            experiment.name,
-            names,
-            now - started,
-            now,
-            namespace=experiment.namespace,
-            features=read_features,
-            **extra,
-        )
-        periods = rollout.srm_segments(
-            status.get("trafficHistory") or [], started, now, SETTLE_MARGIN
-        )
-        counts = reader.exposures_between(
-            experiment.name, [(a, b) for a, b, _ in periods], namespace=experiment.namespace
-        )
-        interleaved = (
-            reader.interleaving(experiment.name, now - started, now, namespace=experiment.namespace)
-            if spec.mode == "interleaving"
-            else None
-        )
-    except PrometheusUnavailable as exc:
-        return _Decision(error=("PrometheusUnavailable", str(exc)))
-    except MissingSeries as exc:
-        return _Decision(error=("MissingData", str(exc)))
-    except MetricsError as exc:
-        return _Decision(error=("MissingData", f"metrics unreadable: {exc}"))
-    finally:
-        reader.close()
-
-    traffic = {str(t["variant"]): int(t["weight"]) for t in status.get("traffic") or []}
-    # The sample-ratio check counts only settled traffic: after a weight change the
-    # router's rollout serves the old split for a few seconds more.
-    expected = rollout.expected_weights(
-        [(w, sum(c.values())) for (_, _, w), c in zip(periods, counts, strict=True)], traffic
-    )
-    srm_exposures = {n: sum(c.get(n, 0.0) for c in counts) for n in names}
-    drift: dict[str, Any] = (
-        analysis.drift.model_dump(by_alias=True)
-        if analysis.drift
-        else {"action": "alert"}  # defaults: drift blocks promotion, never rolls back
-    )
-    drift["histograms"] = gating
-    guardrails = [g.model_dump(by_alias=True, exclude_none=True) for g in analysis.guardrails]
-    try:
-        elapsed = (now - started).total_seconds()
-        if interleaved is not None:
-            record = analyze(_interleaving_input(spec, analysis, experiment, data, interleaved,
-                                                 guardrails, elapsed))  # fmt: skip
-        else:
-            record = _ab_record(spec, analysis, experiment, data, expected, srm_exposures, drift,
-                                guardrails, elapsed)  # fmt: skip
-    except InputError as exc:
-        return _Decision(error=("MissingData", f"analysis input rejected: {exc}"))
-    # rounded: the time-weighted mix of periods is a sum of floats (0.5000000000000001)
-    shares = {k: round(v / 100.0, 6) for k, v in expected.items()}
-    window = (_fmt(started), _fmt(now))
-    pre_window = (_fmt(started - pre[0][0]), _fmt(started)) if pre is not None else None
-    return _Decision(
-        record=record,
-        status=evidence.analysis_status(
-            record, time=_fmt(now), window=window, expected_share=shares, pre_window=pre_window
-        ),
-        observations=evidence.variant_observations(data, record),
-    )
-
-
-def _pre_period(
-    analysis: Analysis, started: datetime
-) -> tuple[tuple[timedelta, datetime], tuple[str, ...]] | None:
-    """((pre window, its end), bucket series to read) when CUPED is on: the primary
-    metric's numerator and denominator over ``cuped.preWindow`` before the start."""
-    if analysis.cuped is None or not analysis.cuped.enabled:
-        return None
-    num, den, _ = METRICS[analysis.primary_metric]
-    window = timedelta(seconds=parse_duration(analysis.cuped.pre_window))
-    return (window, started), (num, den)
-
-
-def _interleaving_input(
-    spec: ExperimentSpec,
-    analysis: Analysis,
-    experiment: res.ExperimentRef,
-    data: Mapping[str, Any],
-    interleaved: tuple[dict[str, list[float]], float],
-    guardrails: list[dict[str, Any]],
-    elapsed: float,
-) -> dict[str, Any]:
-    """The ``rankexp analyze`` input of an interleaving experiment. Non-inferiority
-    margins against control do not apply (both variants serve the same feeds): only the
-    absolute guardrails go in."""
-    outcomes, clicking = interleaved
-    treatment = next(v.name for v in spec.variants if v.name != spec.control)
-    return {
-        "mode": "interleaving",
-        "experiment": experiment.name,
-        "control": spec.control,
-        "treatment": treatment,
-        "method": analysis.method,
-        "alpha": analysis.alpha,
-        "outcomes": outcomes,
-        "clicking_users": clicking,
-        "min_users_with_click": analysis.min_users_with_click,
-        "guardrails": [g for g in guardrails if "max" in g],
-        "variants": dict(data),
-        "elapsed_seconds": elapsed,
-        "max_duration_seconds": parse_duration(analysis.max_duration),
-    }
-
-
-def _ab_record(
-    spec: ExperimentSpec,
-    analysis: Analysis,
-    experiment: res.ExperimentRef,
-    data: Mapping[str, Any],
-    expected: Mapping[str, float],
-    srm_exposures: Mapping[str, float],
-    drift: dict[str, Any],
-    guardrails: list[dict[str, Any]],
-    elapsed: float,
-) -> dict[str, Any]:
-    payload = analysis_input(
-        control=spec.control,
-        weights=expected,
-        variants=data,
-        method=analysis.method,
-        alpha=analysis.alpha,
-        primary_metric=analysis.primary_metric,
-        secondary_metrics=analysis.secondary_metrics or None,
-        guardrails=guardrails,
-        min_samples_per_variant=analysis.min_samples_per_variant,
-        srm_p_value=analysis.srm_p_value,
-        srm_exposures=srm_exposures,
-        drift=drift,
-        elapsed_seconds=elapsed,
-        max_duration_seconds=parse_duration(analysis.max_duration),
-        experiment=experiment.name,
-        cuped=analysis.cuped is not None and analysis.cuped.enabled,
-    )
-    return analyze(payload)

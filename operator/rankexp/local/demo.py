@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from rankexp.cli.status import render
-from rankexp.local.cluster import cache_root
+from rankexp.local.binaries import cache_root
 from rankexp.local.kind import REPO, DockerUnavailable, KindCluster, Prepared, prepare
 
 CLUSTER = "rankexp-demo"

@@ -15,8 +15,8 @@ import urllib.request
 from pathlib import Path
 
 from ranker.world.ground_truth import make_world
-from rankexp.local.cluster import Process, free_ports, wait_for
 from rankexp.local.probe import is_ready
+from rankexp.local.process import Process, free_ports, wait_for
 
 
 def main(argv: list[str] | None = None) -> int:

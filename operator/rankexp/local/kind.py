@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rankexp.local.cluster import ensure_binaries
+from rankexp.local.binaries import ensure_binaries
 
 REPO = Path(__file__).resolve().parents[3]
 CLUSTER_CONFIG = REPO / "tools" / "kind" / "cluster.yaml"

@@ -41,8 +41,8 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from rankexp.local.cluster import Process, free_ports
 from rankexp.local.probe import is_ready
+from rankexp.local.process import Process, free_ports
 from rankexp.local.prom import LocalPrometheus
 
 log = logging.getLogger("rankexp.local.kubelet")

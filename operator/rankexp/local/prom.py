@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from rankexp.local.cluster import Process, free_ports, wait_for
 from rankexp.local.probe import is_ready
+from rankexp.local.process import Process, free_ports, wait_for
 
 DEFAULT_BINARY = "prometheus"
 OWNER_LABEL = "__rankexp_owner"

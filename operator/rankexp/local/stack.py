@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from rankexp.local.cluster import Process, free_ports, wait_for
 from rankexp.local.probe import is_ready
+from rankexp.local.process import Process, free_ports, wait_for
 from rankexp.local.prom import LocalPrometheus
 
 

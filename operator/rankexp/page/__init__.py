@@ -1,5 +1,15 @@
 """The experiment page: a read-only web page of every Experiment and its evidence.
 
-Owns: the server (:mod:`.app`), its Jinja2 templates and the SVG charts. Reads the API
-server and Prometheus (``prom``); never writes. ``python -m rankexp.page`` serves it.
+Owns, one job a module:
+
+* :mod:`.app`: the server and the command (``python -m rankexp.page`` serves it): reads
+  the API server and Prometheus, never writes;
+* :mod:`.views` and :mod:`.health`: what each page shows, as data (pure);
+* :mod:`.charts`: the geometry of the SVG charts (pure);
+* :mod:`.formats`: how values are spelled (pure);
+* :mod:`.render`: the Jinja2 templates of ``templates/`` (HTML, the SVG macros, the CSS)
+  over the views.
+
+Imports :mod:`rankexp.prom` (the evidence series) and nothing of the operator itself
+(``rankexp.experiment``, ``rankexp.runtime``), the commands or the test harness.
 """

@@ -1,21 +1,19 @@
 """Read an experiment's series from Prometheus as ``rankexp.analysis`` input.
 
-:func:`build_queries` is the PromQL (pure); :class:`ExperimentMetrics` runs it
-at one evaluation time and turns the answers into the ``variants`` part of the
+:func:`rankexp.prom.queries.build_queries` is the PromQL (pure); :class:`ExperimentMetrics`
+runs it at one evaluation time and turns the answers into the ``variants`` part of the
 analysis input; :func:`analysis_input` wraps that into the whole payload that
 :func:`rankexp.analysis.analyze` takes.
 
-Series are selected by the ``experiment`` (and optionally ``namespace``) labels
-that the scrape configuration attaches to every target of an experiment. The
-router's ``router_exposures_total`` carries ``experiment`` itself; when the
+The router's ``router_exposures_total`` carries ``experiment`` itself; when the
 scraper also sets it as a target label, the target label wins (the scraped one
 becomes ``exported_experiment``), so both must name the same experiment.
 
 Missing data is an error, never a zero: Prometheus unreachable raises
-:class:`PrometheusUnavailable`, a series absent for a variant (or with fewer
-than two samples in the window, which ``increase()`` cannot use) raises
-:class:`MissingSeries`. Counts are ``increase()`` values and stay floats:
-Prometheus extrapolates to the window's edges, so they are rarely integers.
+:class:`~rankexp.prom.errors.PrometheusUnavailable`, a series absent for a variant (or
+with fewer than two samples in the window, which ``increase()`` cannot use) raises
+:class:`~rankexp.prom.errors.MissingSeries`. Counts are ``increase()`` values and stay
+floats: Prometheus extrapolates to the window's edges, so they are rarely integers.
 """
 
 from __future__ import annotations
@@ -32,199 +30,30 @@ from requests.exceptions import RequestException
 from urllib3.util.retry import Retry
 
 from ranker.protocol.hashing import N_ANALYSIS_BUCKETS
-
-#: analysis bucket series -> the ranker's counter
-BUCKET_SERIES: dict[str, str] = {
-    "impressions": "ranking_impressions_total",
-    "clicks": "ranking_clicks_total",
-    "engagements": "ranking_engagements_total",
-    "dwell_seconds": "ranking_dwell_seconds_total",
-    "dwell_events": "ranking_dwell_events_total",
-}
-SCORE_HISTOGRAM = "ranking_score"
-FEATURE_HISTOGRAM = "ranking_feature_value"
-LATENCY_HISTOGRAM = "ranking_latency_seconds"
-#: the same latency by user bucket (the latency non-inferiority guardrail's replicates)
-BUCKET_LATENCY_HISTOGRAM = "ranking_bucket_latency_seconds"
-REQUESTS = "ranking_requests_total"
-ERRORS = "ranking_errors_total"
-EXPOSURES = "router_exposures_total"
-OUTCOMES = "router_interleaving_outcomes_total"
-CLICKING_USERS = "router_interleaving_clicking_users_total"
-WINNERS = ("control", "treatment", "tie")
-DEFAULT_FEATURES: tuple[str, ...] = ("age", "like_rate", "total_interactions")
-
-_DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
-#: The label :func:`combine` puts on each answer: which of the combined queries it is.
-QUERY_LABEL = "rankexp_query"
-
-
-class MetricsError(Exception):
-    """Base class: the metrics could not be read; no decision should be taken."""
-
-
-class PrometheusUnavailable(MetricsError):
-    """No Prometheus API answered (connection refused, timeout, 5xx, 404)."""
-
-    def __init__(self, url: str, cause: str) -> None:
-        super().__init__(f"Prometheus at {url} is unavailable: {cause}")
-        self.url = url
-        self.cause = cause
-
-
-class QueryError(MetricsError):
-    """Prometheus rejected a query (400 or 422, e.g. bad PromQL)."""
-
-    def __init__(self, query: str, cause: str) -> None:
-        super().__init__(f"query {query!r} failed: {cause}")
-        self.query = query
-        self.cause = cause
-
-
-class MissingSeries(MetricsError):
-    """``metric`` has no data for ``variant`` in the window.
-
-    ``missing`` lists every (metric, variant) pair found missing in the same read.
-    """
-
-    def __init__(self, metric: str, variant: str, missing: Sequence[tuple[str, str]] = ()) -> None:
-        self.metric = metric
-        self.variant = variant
-        self.missing = list(missing) or [(metric, variant)]
-        pairs = ", ".join(f"{m} for {v}" for m, v in self.missing)
-        super().__init__(f"no data in the window: {pairs}")
-
-
-class BadSeries(MetricsError):
-    """A series has an unexpected shape (bucket label out of range, histogram edges)."""
-
-    def __init__(self, metric: str, variant: str, detail: str) -> None:
-        super().__init__(f"{metric} for {variant}: {detail}")
-        self.metric = metric
-        self.variant = variant
-        self.detail = detail
-
-
-def format_window(window: str | timedelta) -> str:
-    """A PromQL range duration: ``"5m"`` as given (validated), a timedelta in s or ms."""
-    if isinstance(window, timedelta):
-        ms = round(window.total_seconds() * 1000)
-        if ms <= 0:
-            raise ValueError(f"window must be positive, got {window}")
-        return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
-    if not _DURATION.match(window) or not any(c in "123456789" for c in window):
-        raise ValueError(f"window {window!r} is not a positive Prometheus duration like '5m'")
-    return window
-
-
-def _quote(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
-
-
-def selector(experiment: str, namespace: str | None = None, **labels: str) -> str:
-    """Label matchers ``{experiment="...",namespace="...",k="v"}``, values escaped."""
-    pairs = {"experiment": experiment, **({"namespace": namespace} if namespace else {}), **labels}
-    return "{" + ",".join(f"{k}={_quote(v)}" for k, v in pairs.items()) + "}"
-
-
-def build_queries(
-    experiment: str, window: str | timedelta, namespace: str | None = None
-) -> dict[str, str]:
-    """PromQL for every input of the analysis, keyed by what it reads.
-
-    Keys: the bucket series (impressions, clicks, engagements, dwell_seconds,
-    dwell_events) by (variant, bucket); ``score`` by (variant, le);
-    ``features`` by (variant, feature, le); ``latency_buckets`` by (variant, bucket,
-    le); ``latency_p95_seconds``,
-    ``requests``, ``errors`` (endpoint="rank") and ``exposures`` by variant.
-    """
-    w = format_window(window)
-    sel = selector(experiment, namespace)
-    rank = selector(experiment, namespace, endpoint="rank")
-    queries = {
-        key: f"sum by (variant, bucket) (increase({name}{sel}[{w}]))"
-        for key, name in BUCKET_SERIES.items()
-    }
-    queries["score"] = f"sum by (variant, le) (increase({SCORE_HISTOGRAM}_bucket{sel}[{w}]))"
-    queries["features"] = (
-        f"sum by (variant, feature, le) (increase({FEATURE_HISTOGRAM}_bucket{sel}[{w}]))"
-    )
-    queries["latency_p95_seconds"] = (
-        f"histogram_quantile(0.95, sum by (variant, le) "
-        f"(rate({LATENCY_HISTOGRAM}_bucket{sel}[{w}])))"
-    )
-    queries["latency_buckets"] = (
-        f"sum by (variant, bucket, le) (increase({BUCKET_LATENCY_HISTOGRAM}_bucket{sel}[{w}]))"
-    )
-    queries["requests"] = f"sum by (variant) (increase({REQUESTS}{rank}[{w}]))"
-    queries["errors"] = f"sum by (variant) (increase({ERRORS}{rank}[{w}]))"
-    queries["exposures"] = f"sum by (variant) (increase({EXPOSURES}{sel}[{w}]))"
-    return queries
-
-
-Sample = tuple[dict[str, str], float]
-
-#: query keys of the pre-period series: "pre_" + the bucket series key
-PRE = "pre_"
-
-
-def pre_queries(
-    experiment: str,
-    series: Sequence[str],
-    window: str | timedelta,
-    before: datetime,
-    namespace: str | None = None,
-) -> dict[str, str]:
-    """PromQL for the per-bucket sums of ``series`` (keys of ``BUCKET_SERIES``) over the
-    ``window`` that ends at ``before`` (the run's start), evaluated there with ``@``: the
-    covariate of CUPED. Keyed ``pre_<series>``."""
-    w = format_window(window)
-    sel = selector(experiment, namespace)
-    at = f"{before.timestamp():.3f}"
-    return {
-        PRE + key: f"sum by (variant, bucket) (increase({BUCKET_SERIES[key]}{sel}[{w}] @ {at}))"
-        for key in series
-    }
-
-
-def combine(queries: Mapping[str, str]) -> str:
-    """One PromQL expression answering every query: each answer labelled with its key
-    (``rankexp_query``), the answers joined with ``or`` (whose sides never match, since
-    their key labels differ). One HTTP request instead of one per query: a thousand
-    Experiments' analyses cost Prometheus (and the operator) a tenth of the requests."""
-    return " or ".join(
-        f'label_replace({q}, "{QUERY_LABEL}", "{key}", "", "")' for key, q in queries.items()
-    )
-
-
-def histogram_bins(
-    cumulative: Mapping[float, float], metric: str = "histogram", variant: str = ""
-) -> dict[str, list[float]]:
-    """Cumulative ``le`` counts -> ``{edges, counts}`` with per-bin counts.
-
-    Edges are the finite ``le`` bounds preceded by a lower edge: 0 when the first
-    bound is positive (every histogram here is of non-negative values), else one
-    bin width below it. The ``+Inf`` overflow is folded into the last bin, so the
-    counts add up to the histogram's total. ``increase()`` extrapolates each
-    ``le`` series separately, so a bin can come out a hair below 0: clamped to 0.
-    """
-    finite = sorted(le for le in cumulative if math.isfinite(le))
-    if not finite:
-        raise BadSeries(metric, variant, "no finite le bucket")
-    if finite[0] > 0:
-        lower = 0.0
-    else:
-        lower = finite[0] - (finite[1] - finite[0] if len(finite) > 1 else 1.0)
-    counts: list[float] = []
-    previous = 0.0
-    for le in finite:
-        counts.append(max(cumulative[le] - previous, 0.0))
-        previous = cumulative[le]
-    overflow = cumulative.get(math.inf)
-    if overflow is not None:
-        counts[-1] += max(overflow - previous, 0.0)
-    return {"edges": [lower, *finite], "counts": counts}
+from rankexp.prom.alerts import alert_query, drift_queries, drift_values
+from rankexp.prom.errors import BadSeries, MissingSeries, PrometheusUnavailable, QueryError
+from rankexp.prom.queries import (
+    BUCKET_LATENCY_HISTOGRAM,
+    BUCKET_SERIES,
+    CLICKING_USERS,
+    DEFAULT_FEATURES,
+    EXPOSURES,
+    FEATURE_HISTOGRAM,
+    LATENCY_HISTOGRAM,
+    OUTCOMES,
+    PRE,
+    QUERY_LABEL,
+    REQUESTS,
+    SCORE_HISTOGRAM,
+    WINNERS,
+    Sample,
+    build_queries,
+    combine,
+    format_window,
+    histogram_bins,
+    pre_queries,
+    selector,
+)
 
 
 class ExperimentMetrics:
@@ -664,101 +493,3 @@ def analysis_input(
     payload["variants"] = data
     parse_input(payload)
     return payload
-
-
-# ----------------------------------------------------------------------------- alerting
-
-#: Every named alert metric is one value per (namespace, experiment, variant).
-ALERT_GROUP = "namespace, experiment, variant"
-
-
-def _ratio(num: str, den: str, sel: str, window: str, fn: str = "rate") -> str:
-    return (
-        f"sum by ({ALERT_GROUP}) ({fn}({num}{sel}[{window}])) / "
-        f"sum by ({ALERT_GROUP}) ({fn}({den}{sel}[{window}]))"
-    )
-
-
-def alert_query(metric: str, window: str, matchers: str = "") -> str:
-    """PromQL of a named alert metric (all but ``drift_psi``, which needs the histograms'
-    bins: :meth:`ExperimentMetrics.alert_values`). ``matchers`` scopes it, e.g.
-    ``namespace="team-a",experiment=~"feed|ads"``."""
-    w = format_window(window)
-    sel = "{" + matchers + "}" if matchers else ""
-    rank = "{" + ",".join(x for x in (matchers, 'endpoint="rank"') if x) + "}"
-    g = ALERT_GROUP
-    queries = {
-        "latency_p95_ms": (
-            f"histogram_quantile(0.95, sum by ({g}, le) "
-            f"(rate({LATENCY_HISTOGRAM}_bucket{sel}[{w}]))) * 1000"
-        ),
-        # errors appear only after a first 5xx: "or requests * 0" keeps healthy variants at 0
-        "error_rate": (
-            f"(sum by ({g}) (rate({ERRORS}{sel}[{w}])) or sum by ({g}) "
-            f"(rate({REQUESTS}{sel}[{w}])) * 0) / sum by ({g}) (rate({REQUESTS}{sel}[{w}]))"
-        ),
-        "cache_hit_rate": _ratio(
-            "ranking_cache_hits_total", "ranking_cache_requests_total", sel, w
-        ),
-        "ctr": _ratio(BUCKET_SERIES["clicks"], BUCKET_SERIES["impressions"], sel, w, "increase"),
-        "engagement_rate": _ratio(
-            BUCKET_SERIES["engagements"], BUCKET_SERIES["impressions"], sel, w, "increase"
-        ),
-        "request_rate": f"sum by ({g}) (rate({REQUESTS}{rank}[{w}]))",
-        "fallback_rate": _ratio("router_fallbacks_total", "router_requests_total", sel, w),
-    }
-    if metric not in queries:
-        raise ValueError(f"no PromQL for the alert metric {metric!r}")
-    # Only processes that are scraped now: a range still holds a dead process's samples,
-    # which would keep (or bring back) its alerts for a whole window.
-    live = "router_requests_total" if metric == "fallback_rate" else REQUESTS
-    return f"({queries[metric]}) and on ({g}) count by ({g}) ({live}{sel})"
-
-
-#: drift_psi: a variant's score distribution over the rule's window against its own
-#: trailing hour; no value below this many scores in the window.
-DRIFT_BASELINE = "1h"
-DRIFT_MIN_COUNT = 100
-
-
-def drift_queries(window: str, matchers: str = "") -> tuple[str, str]:
-    """The recent and the baseline score histograms, of live processes only."""
-    sel = "{" + matchers + "}" if matchers else ""
-    live = f"count by ({ALERT_GROUP}) ({REQUESTS}{sel})"
-    q = "sum by ({g}, le) (increase({h}_bucket{sel}[{w}])) and on ({g}) {live}"
-    recent = q.format(g=ALERT_GROUP, h=SCORE_HISTOGRAM, sel=sel, w=format_window(window),
-                      live=live)  # fmt: skip
-    baseline = q.format(g=ALERT_GROUP, h=SCORE_HISTOGRAM, sel=sel, w=DRIFT_BASELINE, live=live)
-    return recent, baseline
-
-
-def drift_values(recent: list[Sample], baseline: list[Sample]) -> list[Sample]:
-    """PSI of each (namespace, experiment, variant)'s recent score histogram against its
-    baseline (pure; from the answers of :func:`drift_queries`)."""
-    from rankexp.analysis import psi
-
-    keys = ("namespace", "experiment", "variant")
-    now = _cumulative_by(recent, keys)
-    base = _cumulative_by(baseline, keys)
-    out: list[Sample] = []
-    for key, cum in now.items():
-        if key not in base:
-            continue
-        a = histogram_bins(base[key], SCORE_HISTOGRAM, key[2])["counts"]
-        b = histogram_bins(cum, SCORE_HISTOGRAM, key[2])["counts"]
-        if len(a) != len(b) or sum(b) < DRIFT_MIN_COUNT or sum(a) <= 0:
-            continue
-        out.append((dict(zip(keys, key, strict=True)), float(psi(a, b))))
-    return out
-
-
-def _cumulative_by(
-    samples: list[Sample], keys: tuple[str, ...]
-) -> dict[tuple[str, ...], dict[float, float]]:
-    out: dict[tuple[str, ...], dict[float, float]] = {}
-    for labels, value in samples:
-        le = float(labels.get("le", "nan"))
-        if math.isnan(le) or not math.isfinite(value):
-            continue
-        out.setdefault(tuple(labels.get(k, "") for k in keys), {})[le] = max(value, 0.0)
-    return out

@@ -7,7 +7,7 @@ thousand Experiments that is O(N^2) objects read per tick interval. Instead, kop
 pruned to the fields the operator reads, under ``(kind, namespace)``; kopf runs no handler
 before the indexes are filled, so a restarted operator never sees a partial picture.
 
-:class:`CachedChildStore` is a :class:`rankexp.experiment.reconcile.ChildStore` on them: ``list``
+:class:`CachedChildStore` is a :class:`rankexp.experiment.store.ChildStore` on them: ``list``
 from memory, ``apply`` and ``delete`` through the real store. A watch event trails the
 write that caused it, so a write is remembered for a few seconds (or until the watch
 shows the same resourceVersion): the next read sees the operator's own write at once.

@@ -31,7 +31,9 @@ from rankexp.alerting import evaluate as alertloop
 from rankexp.api import GROUP, VERSION
 from rankexp.api import conditions as cond
 from rankexp.experiment import loop, reconcile, rollout
+from rankexp.experiment.measure import MetricsReader, Settings
 from rankexp.experiment.resources import LABEL_MANAGED_BY, MANAGER
+from rankexp.experiment.store import Event, KubeChildStore
 from rankexp.runtime import childcache
 
 EXPERIMENTS = (GROUP, VERSION, "experiments")
@@ -87,13 +89,11 @@ class Locks:
             yield
 
 
-def loop_settings() -> loop.Settings:
+def loop_settings() -> Settings:
     scale = float(os.environ.get(INTERVAL_SCALE_ENV, "1") or "1")
     if not scale > 0:
         raise ValueError(f"{INTERVAL_SCALE_ENV} must be a positive number, got {scale}")
-    return loop.Settings(
-        prometheus_url=os.environ.get(PROMETHEUS_URL_ENV) or None, interval_scale=scale
-    )
+    return Settings(prometheus_url=os.environ.get(PROMETHEUS_URL_ENV) or None, interval_scale=scale)
 
 
 @kopf.on.startup()
@@ -116,7 +116,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Only the operator's own kopf.info/kopf.warn calls become Events, not every log line.
     settings.posting.level = logging.INFO
     settings.posting.loggers = False
-    memo.store = reconcile.KubeChildStore(new_api_client())
+    memo.store = KubeChildStore(new_api_client())
     memo.children = childcache.ChildCache(memo.store)
     memo.locks = Locks()
     memo.loop = loop_settings()
@@ -159,7 +159,7 @@ async def login(settings: kopf.OperatorSettings, logger: Any, **kwargs: Any) -> 
     )
 
 
-def _post(body: Any, events: list[reconcile.Event]) -> None:
+def _post(body: Any, events: list[Event]) -> None:
     for event in events:
         if event.type == "Warning":
             kopf.warn(body, reason=event.reason, message=event.message)
@@ -282,10 +282,10 @@ def experiment_tick(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     from rankexp.prom.metrics import ExperimentMetrics
     from rankexp.runtime.telemetry import process_metrics
 
-    settings: loop.Settings = memo.loop
+    settings: Settings = memo.loop
     url = settings.prometheus_url or ""
 
-    def reader() -> loop.MetricsReader:
+    def reader() -> MetricsReader:
         return ExperimentMetrics(url, timeout=settings.timeout, retries=0)
 
     metrics = process_metrics()
@@ -328,7 +328,7 @@ def alertpolicy_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     from rankexp.api import AlertPolicySpec
     from rankexp.prom.metrics import ExperimentMetrics
 
-    settings: loop.Settings = memo.loop
+    settings: Settings = memo.loop
     meta = body["metadata"]
     with memo.locks.hold(meta.get("uid", "")):
         try:

@@ -213,7 +213,7 @@ def test_the_page_is_optional_and_only_reads(helm: Path) -> None:
         assert spec["serviceAccountName"] == "rankexp-page"
         (container,) = spec["containers"]
         command = container["command"]
-        assert command[:3] == ["python3", "-m", "rankexp.page.app"]
+        assert command[:3] == ["python3", "-m", "rankexp.page"]
         assert {"--in-cluster", "--listen=0.0.0.0:8080"} <= set(command)
         assert container["image"] == docs[("Deployment", "rankexp-operator")]["spec"][
             "template"]["spec"]["containers"][0]["image"]  # fmt: skip

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rankexp.local.cluster import free_ports
+from rankexp.local.process import free_ports
 from rankexp.runtime.podsd import Discovery, make_handler, target_groups
 
 pytestmark = pytest.mark.integration

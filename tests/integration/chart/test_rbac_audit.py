@@ -35,8 +35,9 @@ from typing import Any
 import pytest
 import yaml
 
-from rankexp.local.cluster import LocalCluster, free_ports
+from rankexp.local.cluster import LocalCluster
 from rankexp.local.kubelet import LocalKubelet
+from rankexp.local.process import free_ports
 from rankexp.local.prom import LocalPrometheus
 
 pytestmark = pytest.mark.integration

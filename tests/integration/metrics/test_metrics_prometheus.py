@@ -24,17 +24,11 @@ import pytest
 from ranker.protocol.hashing import N_ANALYSIS_BUCKETS, analysis_bucket
 from ranker.serve.metrics import BUCKET_LATENCY_BUCKETS
 from rankexp.analysis import DECISIONS, analyze, parse_input
-from rankexp.local.cluster import Process, free_ports, wait_for
+from rankexp.local.process import Process, free_ports, wait_for
 from rankexp.local.prom import LocalPrometheus
-from rankexp.prom.metrics import (
-    EXPOSURES,
-    REQUESTS,
-    ExperimentMetrics,
-    MissingSeries,
-    PrometheusUnavailable,
-    QueryError,
-    analysis_input,
-)
+from rankexp.prom.errors import MissingSeries, PrometheusUnavailable, QueryError
+from rankexp.prom.metrics import ExperimentMetrics, analysis_input
+from rankexp.prom.queries import EXPOSURES, REQUESTS
 
 pytestmark = pytest.mark.integration
 

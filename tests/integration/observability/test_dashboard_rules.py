@@ -34,7 +34,7 @@ from urllib.parse import urlencode
 import pytest
 import yaml
 
-from rankexp.local.cluster import Process, free_ports, wait_for
+from rankexp.local.process import Process, free_ports, wait_for
 from rankexp.local.prom import LocalPrometheus
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rankexp.local.cluster import free_ports
+from rankexp.local.process import free_ports
 from rankexp.local.prom import LocalPrometheus
 
 pytestmark = pytest.mark.integration

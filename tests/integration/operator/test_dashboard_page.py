@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from loopkit import Loop, manifest, phase
 
-from rankexp.local.cluster import Process, free_ports, wait_for
 from rankexp.local.probe import http_status
+from rankexp.local.process import Process, free_ports, wait_for
 from rankexp.local.prom import LocalPrometheus
 
 pytestmark = pytest.mark.integration

@@ -21,6 +21,7 @@ import yaml
 
 from rankexp.api import conditions as cond
 from rankexp.experiment import reconcile as rec
+from rankexp.experiment.store import KubeChildStore
 from rankexp.runtime import childcache, handlers
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,7 @@ class Experiment:
     """One Experiment in the test's namespace: kubectl for the object, the real store for
     its children."""
 
-    def __init__(self, kube: Any, store: rec.KubeChildStore, name: str = NAME) -> None:
+    def __init__(self, kube: Any, store: KubeChildStore, name: str = NAME) -> None:
         self.kube = kube
         self.store = store
         self.name = name
@@ -132,12 +133,12 @@ def api_client(kube_cluster: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def store(api_client: Any) -> rec.KubeChildStore:
-    return rec.KubeChildStore(api_client)
+def store(api_client: Any) -> KubeChildStore:
+    return KubeChildStore(api_client)
 
 
 @pytest.fixture
-def exp(kube: Any, store: rec.KubeChildStore) -> Experiment:
+def exp(kube: Any, store: KubeChildStore) -> Experiment:
     return Experiment(kube, store)
 
 
@@ -235,7 +236,7 @@ def test_removing_a_variant_deletes_its_children(kube: Any, exp: Experiment) -> 
 
 
 def test_children_of_other_experiments_are_left_alone(
-    kube: Any, store: rec.KubeChildStore, exp: Experiment
+    kube: Any, store: KubeChildStore, exp: Experiment
 ) -> None:
     other = Experiment(kube, store, "other")
     other.apply()
@@ -298,7 +299,7 @@ def test_unsupported_model_uri_is_a_permanent_failure(kube: Any, exp: Experiment
 
 
 def test_name_conflict_with_another_experiment(
-    kube: Any, store: rec.KubeChildStore, exp: Experiment
+    kube: Any, store: KubeChildStore, exp: Experiment
 ) -> None:
     # "feed" + "ranking-control" renders the same child names as "feed-ranking" + "control".
     other = Experiment(kube, store, "feed")
@@ -320,7 +321,7 @@ def test_name_conflict_with_another_experiment(
 
 
 def test_readiness_comes_from_the_child_deployments(
-    kube: Any, store: rec.KubeChildStore, exp: Experiment
+    kube: Any, store: KubeChildStore, exp: Experiment
 ) -> None:
     """No kubelet here: play the Deployment controller by writing the status subresource."""
     exp.apply()
@@ -373,7 +374,7 @@ def posted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     return events
 
 
-def indexes_now(store: rec.KubeChildStore, namespace: str) -> dict[str, Any]:
+def indexes_now(store: KubeChildStore, namespace: str) -> dict[str, Any]:
     """The kopf indexes of the children as a filled index holds them: listed now."""
     out: dict[str, dict[tuple[str, str], list[dict[str, Any]]]] = {}
     for name, (_, _, _, kind) in childcache.INDEXES.items():

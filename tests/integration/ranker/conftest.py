@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rankexp.local.cluster import Process, free_ports, wait_for
 from rankexp.local.probe import is_ready
+from rankexp.local.process import Process, free_ports, wait_for
 
 #: `ranker serve` / `ranker route` limits of the shared data path: the defaults but a
 #: shorter client timeout (slow-client tests wait for it) and fewer connections (the

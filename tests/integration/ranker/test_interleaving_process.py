@@ -17,7 +17,7 @@ from ranker.protocol.hashing import analysis_bucket
 from ranker.route import attribution
 from ranker.route.interleave import CONTROL, TREATMENT
 from ranker.world.simulate import Simulator
-from rankexp.local.cluster import wait_for
+from rankexp.local.process import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -32,7 +32,7 @@ from rankexp.alerting.state import Active
 from rankexp.analysis import parse_duration
 from rankexp.api import AlertPolicySpec, AlertRule, LabelSelector, Receiver
 from rankexp.cli.commands import main
-from rankexp.prom.metrics import alert_query, drift_values
+from rankexp.prom.alerts import alert_query, drift_values
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LABELS = {"namespace": "ns", "experiment": "feed", "variant": "treatment"}

@@ -18,13 +18,14 @@ import yaml
 from rankexp.api import ExperimentSpec
 from rankexp.experiment import loop, rollout
 from rankexp.experiment import resources as res
+from rankexp.experiment.measure import Settings
 from rankexp.runtime import childcache
 
 CAPTURED = (
     Path(__file__).resolve().parents[3]
     / "gitops/argocd/resource_customizations/rankexp.io/Experiment/testdata/awaiting-approval.yaml"
 )
-SETTINGS = loop.Settings(prometheus_url="http://127.0.0.1:9", interval_scale=1.0)
+SETTINGS = Settings(prometheus_url="http://127.0.0.1:9", interval_scale=1.0)
 
 
 class Api:

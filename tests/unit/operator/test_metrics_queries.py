@@ -8,12 +8,10 @@ from datetime import timedelta
 import pytest
 
 from rankexp.analysis import analyze, parse_input
-from rankexp.prom.metrics import (
+from rankexp.prom.errors import BadSeries, MissingSeries
+from rankexp.prom.metrics import _latency_by_bucket, analysis_input
+from rankexp.prom.queries import (
     BUCKET_SERIES,
-    BadSeries,
-    MissingSeries,
-    _latency_by_bucket,
-    analysis_input,
     build_queries,
     format_window,
     histogram_bins,
@@ -182,7 +180,7 @@ def test_missing_series_lists_every_pair() -> None:
 
 
 def test_combined_queries_label_each_answer_with_its_key() -> None:
-    from rankexp.prom.metrics import QUERY_LABEL, combine
+    from rankexp.prom.queries import QUERY_LABEL, combine
 
     text = combine({"a": "sum(x)", "b": 'count(y{z="1"})'})
     assert text == (

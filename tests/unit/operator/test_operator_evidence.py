@@ -39,6 +39,9 @@ def test_evidence_keeps_the_records_numbers() -> None:
     assert len(out["guardrails"]) == len(RECORD["guardrails"])
     assert out["requiredSamples"]["requiredPerVariant"] == RECORD["power"]["required_per_variant"]
     assert {v["name"] for v in out["variants"]} == {"control", "treatment"}
+    # the counts the sample-ratio check tested, next to its expectation
+    tested = {v["name"]: v["srmExposures"] for v in out["variants"]}
+    assert tested == {k: float(x) for k, x in RECORD["srm"]["observed"].items()}
 
 
 def test_evidence_fits_the_crd_status_schema() -> None:

@@ -12,14 +12,13 @@ from typing import Any
 import kopf
 import pytest
 
-from rankexp.experiment import reconcile
 from rankexp.runtime import handlers
 from rankexp.runtime import main as entry
 
 
 def test_startup_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(handlers, "new_api_client", lambda: object())
-    monkeypatch.setattr(reconcile, "KubeChildStore", lambda api: ("store", api))
+    monkeypatch.setattr(handlers, "KubeChildStore", lambda api: ("store", api))
     settings = kopf.OperatorSettings()
     memo = kopf.Memo()
     configure: Any = handlers.configure  # kopf's decorator types it as an ActivityFn
@@ -79,7 +78,7 @@ def test_workers_flag_sizes_kopfs_executor(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv(handlers.WORKERS_ENV, "1")
     assert entry._own_flags(["--workers", "32", "-A"]) == ["-A"]
     monkeypatch.setattr(handlers, "new_api_client", lambda: object())
-    monkeypatch.setattr(reconcile, "KubeChildStore", lambda api: ("store", api))
+    monkeypatch.setattr(handlers, "KubeChildStore", lambda api: ("store", api))
     settings = kopf.OperatorSettings()
     configure: Any = handlers.configure
     configure(settings=settings, memo=kopf.Memo())
