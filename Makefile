@@ -9,10 +9,12 @@ UV          := $(PYTHON_BOOT) -m uv
 CACHE_DIR   ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/rankexp
 MODELS      ?= models
 PYTEST_ARGS ?=
-# make test runs the tests in parallel (pytest-xdist): most integration tests wait on
-# intervals and processes, so more workers than cores pays; each worker starts its own
-# session servers (kube-apiserver, Prometheus). PYTEST_WORKERS=0 runs them in one process.
-PYTEST_WORKERS ?= 3
+# PYTEST_WORKERS > 0 runs the tests in parallel (pytest-xdist, --dist loadgroup: tests that
+# share a module or package fixture stay on one worker; each worker starts its own session
+# servers). The default is one process: on 2 cores, three workers running the closed-loop
+# tests at once (an operator, rankers, a router and simulated users each) were slower than
+# one and broke their waits (see docs/contributing.md, "How tests run").
+PYTEST_WORKERS ?= 0
 
 export UV_LINK_MODE ?= copy
 
@@ -93,12 +95,12 @@ fmt: setup ## Apply ruff's formatting and import order
 ##@ Docs (the MkDocs site in docs/; README.md is the front page)
 .PHONY: docs
 docs: setup ## Build the docs site strictly (mkdocs build --strict) into .build/site
-	$(VENV)/bin/mkdocs build --strict --site-dir .build/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir .build/site
 
 DOCS_PORT ?= 8000
 .PHONY: docs-serve
 docs-serve: setup ## Serve the docs site with live reload on http://127.0.0.1:DOCS_PORT (8000; loopback only)
-	$(VENV)/bin/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
 
 ##@ Benchmarks (print figures; never pass/fail on timing)
 .PHONY: bench-ranker
