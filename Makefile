@@ -67,7 +67,7 @@ demo-feed: models ## Without Kubernetes: serve v2, rank a feed for user 1 and pr
 
 ##@ Test
 .PHONY: test
-test: setup models envtest gitops-health ## Unit and integration tests (real servers on 127.0.0.1), PYTEST_WORKERS in parallel; prints the 15 slowest
+test: setup models envtest gitops-health versitygw ## Unit and integration tests (real servers on 127.0.0.1), PYTEST_WORKERS in parallel; prints the 15 slowest
 	$(PY) -m pytest -m "not e2e" -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 .PHONY: e2e
@@ -127,6 +127,10 @@ bench-interleaving: models ## Interleaving vs A/B in the ground-truth world: use
 bench-scale: envtest ## The operator with 100, 300 and 1,000 Experiments (real API server and Prometheus, generated series): tick latency and lag p50/p99, RSS, CPU, API req/s, 429s (~25 min)
 	$(PY) bench/bench_scale.py
 
+.PHONY: bench-models
+bench-models: models versitygw ## ranker fetch-model from a local S3 server (versitygw): 10 MB, 100 MB, 1 GB models, MB/s against raw GET, peak RSS
+	$(PY) bench/bench_models.py
+
 .PHONY: bench-stats
 bench-stats: setup ## Simulation: A/A false positives (sequential vs peeking), power, SRM detection, CUPED vs unadjusted
 	$(PY) bench/bench_stats.py
@@ -143,6 +147,10 @@ gitops: setup ## Render gitops/argocd/argocd-cm.yaml and gitops/flux/kustomizati
 .PHONY: gitops-health
 gitops-health: ## Build tools/gitops-health: Argo CD's Lua engine and Flux's CEL status reader from the Go module proxy (cached; ~5 min cold)
 	bash tools/gitops-health.sh >/dev/null
+
+.PHONY: versitygw
+versitygw: ## Build versitygw, the S3 server of the model-storage tests, from the Go module proxy (cached; ~3 min CPU cold)
+	bash tools/versitygw.sh >/dev/null
 
 ##@ Kubernetes (real control plane for tests)
 .PHONY: envtest

@@ -141,6 +141,54 @@ def _cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
+def _byte_size(text: str) -> int:
+    """N bytes, or a Kubernetes quantity (``2Gi``, ``500M``): a volume's sizeLimit as is."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+             "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}  # fmt: skip
+    for suffix, factor in units.items():
+        if text.endswith(suffix) and text[: -len(suffix)].isdigit():
+            return int(text[: -len(suffix)]) * factor
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"not a byte count: {text!r} (N, or e.g. 2Gi, 500M)")
+
+
+def _cmd_fetch_model(args: argparse.Namespace) -> int:
+    import signal
+
+    from ranker.storage.credentials import StorageConfig
+    from ranker.storage.errors import ModelFetchError
+    from ranker.storage.fetch import fetch_model
+    from ranker.storage.retry import RetryPolicy
+
+    def _terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds, so the partial download is removed
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    config = None
+    try:
+        config = StorageConfig.load(Path(args.credentials_dir) if args.credentials_dir else None)
+        result = fetch_model(
+            args.uri, Path(args.dir), sha256=args.sha256, config=config,
+            max_bytes=args.max_bytes, timeout=args.timeout,
+            policy=RetryPolicy(retries=args.retries),
+        )  # fmt: skip
+    except ModelFetchError as exc:
+        line = f"{exc.reason}: {exc}"
+        sys.stderr.write(f"ranker fetch-model: {config.scrub(line) if config else line}\n")
+        return 1
+    except ValueError as exc:
+        sys.stderr.write(f"ranker fetch-model: {exc}\n")
+        return 2
+    except OSError as exc:  # the target's disk or directory: a path, never a credential
+        sys.stderr.write(f"ranker fetch-model: {type(exc).__name__}: {exc}\n")
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    sys.stdout.write(json.dumps(result.as_dict()) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ranker", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -209,6 +257,57 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-level", default="info")
     limits.add_arguments(r)
     r.set_defaults(func=_cmd_route)
+
+    f = sub.add_parser(
+        "fetch-model",
+        help="fetch a model (file://, https://, s3://) into a directory, verified",
+        description="Stream a model into a temporary directory next to DIR, verify it and "
+        "rename it to DIR; on success print one JSON line {uri, digest, bytes, files, "
+        "seconds}, on failure one line naming the error class and exit 1.",
+    )  # fmt: skip
+    f.add_argument(
+        "uri", metavar="URI", help="file:///path, https://host/model.tar.gz, s3://bucket/prefix/"
+    )
+    f.add_argument(
+        "dir",
+        metavar="DIR",
+        help="the model directory to create or replace (not a mount point: a directory "
+        "inside the volume)",
+    )
+    f.add_argument(
+        "--sha256",
+        metavar="HEX",
+        help="the expected digest (over the files' paths, sizes and sha256, as "
+        "ranker.storage.digest computes it); a mismatch fails",
+    )
+    f.add_argument(
+        "--credentials-dir",
+        metavar="PATH",
+        help="a mounted Secret: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, "
+        "AWS_REGION, S3_ADDRESSING_STYLE, ca.crt, HTTPS_HEADERS (default: the environment)",
+    )
+    f.add_argument(
+        "--max-bytes",
+        type=_byte_size,
+        metavar="N",
+        help="fail when the model is larger (N, or a quantity like 2Gi); default: the "
+        "disk's free space",
+    )
+    f.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to connect, and for each read (default 30)",
+    )
+    f.add_argument(
+        "--retries",
+        type=int,
+        default=4,
+        metavar="N",
+        help="tries after the first on connection errors, timeouts, 5xx and throttling (default 4)",
+    )
+    f.set_defaults(func=_cmd_fetch_model)
 
     from ranker.world import simulate
 

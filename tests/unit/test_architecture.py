@@ -40,7 +40,7 @@ def _lint(root: Path) -> subprocess.CompletedProcess[str]:
 def test_the_tree_keeps_every_contract(tmp_path: Path) -> None:
     result = _lint(_tree(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "5 kept, 0 broken" in result.stdout
+    assert "6 kept, 0 broken" in result.stdout
 
 
 # (file to edit, import to add, the contract's name as lint-imports prints it, start)
@@ -56,6 +56,8 @@ BREAKS = [
     ("rankexp/page/app.py", "import rankexp.cli.commands", "Control-plane layers"),
     ("ranker/route/router.py", "import ranker.serve.app", "Data-plane layers"),
     ("ranker/protocol/hashing.py", "import ranker.world.ground_truth", "Data-plane layers"),
+    ("ranker/storage/fetch.py", "import numpy", "ranker.storage (the fetch-model init container)"),
+    ("ranker/storage/s3.py", "import ranker.serve.app", "ranker.storage (the fetch-model init"),
 ]
 
 
